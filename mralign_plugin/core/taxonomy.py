@@ -14,6 +14,7 @@ from pathlib import Path
 
 START_NAME = "<start>"
 STOP_NAME = "<stop>"
+MAX_STATES_PER_STEP = 2  # |y_t| in {1, 2} (§3.2.2); 0 marks a step with no meta-reasoning (App. F)
 
 
 @dataclass(frozen=True)

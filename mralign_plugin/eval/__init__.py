@@ -1,0 +1,1 @@
+"""Evaluation and analysis: the paper's metrics and its transition figures."""

@@ -1,0 +1,1 @@
+"""Pipeline stages that read and write files: generate, label, annotate, fit-transitions, weigh, demo."""

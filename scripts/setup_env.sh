@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment and install mralign_plugin into it, CPU-safe.
+#
+#   bash scripts/setup_env.sh                     # core + dev tools
+#   bash scripts/setup_env.sh annotate ray        # + those extras of setup.py
+#   bash scripts/setup_env.sh openrlhf            # + OpenRLHF 0.11.2 on CPU (--no-deps + its light dependencies)
+#
+# torch is pinned to 2.13.0 through constraints/cpu.txt for every install: an unpinned torch (or a
+# package asking for a newer one) would pull a multi-GB CUDA build. Venv path: $MRALIGN_VENV or .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${MRALIGN_VENV:-.venv}"
+PY="$VENV/bin/python"
+CONSTRAINTS="$PWD/constraints/cpu.txt"
+
+if [ ! -x "$PY" ]; then
+  echo "[setup] creating $VENV"
+  python3 -m venv "$VENV"
+fi
+# pip's exit status is kept; only the noise about unavailable local package folders is filtered.
+pip_install() { "$PY" -m pip install -q -c "$CONSTRAINTS" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
+extras="dev"
+openrlhf=0
+for component in "$@"; do
+  case "$component" in
+    openrlhf) openrlhf=1 ;;
+    *) extras="$extras,$component" ;;
+  esac
+done
+echo "[setup] installing mralign_plugin (editable) with extras [$extras]"
+pip_install -e ".[$extras]"
+if [ "$openrlhf" = 1 ]; then
+  echo "[setup] installing OpenRLHF 0.11.2 for CPU (no flash-attn, no vLLM)"
+  DS_BUILD_OPS=0 pip_install -r requirements/openrlhf-cpu.txt
+  pip_install --no-deps openrlhf==0.11.2
+fi
+"$PY" -c "import torch, mralign_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
+  || { echo "[setup] unexpected torch build; see constraints/cpu.txt" >&2; exit 1; }
+echo "[setup] ready: $VENV (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
