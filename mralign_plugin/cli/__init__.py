@@ -15,6 +15,7 @@ import sys
 
 VERB_MODULES = (
     "mralign_plugin.cli.data",
+    "mralign_plugin.cli.annotate",
 )
 
 

@@ -1,0 +1,207 @@
+"""An async client for any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, OpenAI, DeepSeek).
+
+One ``POST {base_url}/chat/completions`` per call, on a pooled aiohttp session. Failures that may
+pass are retried with capped exponential backoff and jitter: timeouts, connection errors, HTTP 408,
+429 (waiting what ``Retry-After`` asks, up to ``max_backoff``) and 5xx, and a 200 whose body is not a
+chat completion. Other 4xx fail at once. Each call makes at most ``1 + max_retries`` requests, so
+the total number of requests of a run is bounded.
+
+    async with ChatClient("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", concurrency=64) as client:
+        result = await client.chat([{"role": "user", "content": "Hi"}])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+RETRY_STATUS = frozenset({408, 429})
+
+
+class ChatRequestError(RuntimeError):
+    """A call that failed for good (non-retryable status, or retries exhausted)."""
+
+
+@dataclass
+class ChatResult:
+    """The assistant message text and the token usage the server reported (0 when it reported none)."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class UsageTotals:
+    """Running totals over every call of a client."""
+
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    failures: int = 0  # calls that raised ChatRequestError
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests, "retries": self.retries, "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "by_status": dict(sorted(self.by_status.items())),
+        }
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ChatClient:
+    """Bounded-concurrency chat-completions client with retries; use as ``async with``.
+
+    Args:
+        base_url: endpoint root, e.g. ``http://127.0.0.1:8000/v1`` or ``https://api.openai.com/v1``.
+        model: the ``model`` field of each request.
+        api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
+        concurrency: maximum requests in flight (also the connection-pool size).
+        timeout: seconds allowed per request (connect + response).
+        max_retries: retries per call after the first request.
+        backoff: base delay in seconds; retry k waits about ``backoff * 2**k`` with jitter.
+        max_backoff: cap on any single wait, ``Retry-After`` included.
+        temperature: sampling temperature of each request.
+        max_tokens: ``max_tokens`` of each request (None: server default).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.usage = UsageTotals()
+        self._session = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> ChatClient:
+        try:
+            import aiohttp
+        except ImportError:
+            raise ImportError(
+                "the LLM annotator needs aiohttp: pip install 'mralign_plugin[annotate]'"
+            ) from None
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+        self._slots = asyncio.Semaphore(self.concurrency)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff)
+        cap = min(self.max_backoff, self.backoff * 2**attempt)
+        return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": spreads a burst of retries
+
+    async def chat(self, messages: list[dict]) -> ChatResult:
+        """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise."""
+        import aiohttp
+
+        body: dict = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        usage = self.usage
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            usage.requests += 1
+            try:
+                async with self._slots, self._session.post(self.url, json=body) as resp:
+                    status = str(resp.status)
+                    usage.by_status[status] = usage.by_status.get(status, 0) + 1
+                    if resp.status == 200:
+                        result = _parse_completion(await resp.json(content_type=None))
+                        if result is not None:
+                            usage.prompt_tokens += result.prompt_tokens
+                            usage.completion_tokens += result.completion_tokens
+                            return result
+                        last_error = "HTTP 200 without a chat completion in the body"
+                    elif resp.status in RETRY_STATUS or resp.status >= 500:
+                        retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
+                        last_error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                    else:
+                        usage.failures += 1
+                        raise ChatRequestError(f"HTTP {resp.status} from {self.url}: {(await resp.text())[:300]}")
+            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
+                # ValueError: a 200 body that is not JSON. ClientError covers connection resets.
+                usage.by_status[type(e).__name__] = usage.by_status.get(type(e).__name__, 0) + 1
+                last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if attempt == self.max_retries:
+                break
+            usage.retries += 1
+            await asyncio.sleep(self._delay(attempt, retry_after))
+        usage.failures += 1
+        raise ChatRequestError(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
+
+
+def _parse_completion(data: object) -> ChatResult | None:
+    try:
+        text = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(text, str):
+        return None
+    usage = data.get("usage") or {}
+    return ChatResult(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """The API key in environment variable ``name``; None when ``name`` is empty (local servers).
+
+    Raises:
+        ValueError: ``name`` is given but unset, so a run never starts without its key.
+    """
+    if not name:
+        return None
+    key = os.environ.get(name)
+    if not key:
+        raise ValueError(f"environment variable {name} (the API key) is not set; export it or pass --api-key-env ''")
+    return key

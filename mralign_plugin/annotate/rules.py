@@ -1,0 +1,399 @@
+"""The offline cue tagger: one step per thinking paragraph, 1-2 of the 15 states (method/MRALIGN.md §4.2-4.3).
+
+The paper annotates with an LLM ensemble (§4.5). This tagger is our cheap stand-in, used by
+``mralign annotate --annotator rules`` and online by the PPO reward, so it must run at tens of
+thousands of paragraphs per second on one core. It is a bag of lexical cues written from the
+paper's label definitions (App. B.6), plus three structural cues:
+
+* position: the first paragraph leans ``framing``, the last one ``summarization``;
+* named entities and numbers in mid-sentence lean ``retrieval`` (recalled facts);
+* a question mark after the first paragraph leans ``self_verification`` (self-questioning).
+
+Every cue adds a weight to one or more states; the top state is kept, and the runner-up too when
+it is strong on its own (``SECOND_MIN``) and close to the top (``SECOND_RATIO``). A paragraph with
+no cue at all falls back to ``retrieval``, the most frequent state of the paper's training data
+(Table 7). Ties go to the more frequent state in that table.
+
+Speed: all phrases are compiled into ONE regex shaped as a character trie (common prefixes
+factored out), so each word start costs a few character comparisons however many cues there are;
+the paragraph is lower-cased once and scanned once for cues and once for entities.
+
+Example:
+    >>> tag_paragraph("Wait, that's not right. Let me reconsider the date.", position=3, n_paragraphs=6)
+    ('backtracking',)
+    >>> tag_paragraph("So the answer is Paris.", position=5, n_paragraphs=6)
+    ('summarization',)
+"""
+
+from __future__ import annotations
+
+import re
+
+from mralign_plugin.core.segment import parse_response
+from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
+
+STATES = PAPER_TAXONOMY.names  # the tagger's cues are written for the paper's 15 labels
+_IDX = {name: i for i, name in enumerate(STATES)}
+
+# Tie-break order: frequency in the paper's training data (Table 7), most frequent first.
+_FREQ_ORDER = (
+    "retrieval", "self_verification", "framing", "evaluation", "summarization", "backtracking",
+    "synthesis", "comparison", "explanation", "chaining", "case_analysis", "decomposition",
+    "causal_reasoning", "categorization", "analogy",
+)
+_TIE = [0.0] * len(STATES)
+for _rank, _name in enumerate(_FREQ_ORDER):
+    _TIE[_IDX[_name]] = (len(STATES) - _rank) * 1e-6
+
+# The four global knobs below were picked once on aggregate scores of half of the hand-labelled traces
+# (benchmarks/eval_rules_tagger.py); the cue lists were not fitted to any labelled data.
+FALLBACK = "retrieval"
+SECOND_MIN = 1.0  # the runner-up needs a cue of its own...
+SECOND_RATIO = 0.75  # ...and this fraction of the top score
+FIRST_BONUS = ("framing", 1.5)
+LAST_BONUS = ("summarization", 1.0)
+ENTITY_WEIGHT, ENTITY_CAP = 0.25, 2.0  # retrieval per mid-sentence entity / number, capped
+QUESTION_WEIGHT = 0.75  # self_verification for a "?" after the first paragraph
+
+S, W = 2.0, 1.0  # strong and weak cue weights
+
+# (state, weight, phrases). Phrases are lower-case and matched on word boundaries; a phrase may
+# appear under several states (its weights add). Written from the App. B.6 definitions and the
+# open labels merged into each cluster (Table 6), not fitted to any labelled set.
+_CUES: tuple[tuple[str, float, tuple[str, ...]], ...] = (
+    ("framing", S, (
+        "the question is asking", "the question asks", "question is asking", "the user is asking",
+        "the user asks", "the user wants", "is asking about", "is asking for", "asking for", "asking about",
+        "asking which", "asking what", "asking who", "asking when", "asking where", "asking how",
+        "we need to find", "i need to find", "i need to figure out", "need to figure out", "i need to determine",
+        "i need to identify", "need to identify", "need to determine", "the goal is", "my goal", "looking for",
+        "trying to find", "trying to figure out", "trying to remember", "want to know", "wants to know",
+        "what is being asked", "the key here is", "the key is", "the question", "this question",
+        "refers to", "could refer to", "might refer to", "could mean", "might mean", "ambiguous",
+        "the phrase", "the term", "the wording", "interpret", "interpretation", "let me understand",
+        "let me parse", "let me think about", "let me figure out", "let me try to figure out",
+    )),
+    ("framing", W, ("okay so", "ok so", "okay", "alright", "hmm so", "so i", "i need to", "we need to", "constraint")),
+    ("retrieval", S, (
+        "i remember", "i recall", "i think i remember", "from what i remember", "from what i recall",
+        "from what i know", "as far as i know", "as i recall", "if i recall", "if i remember", "recall that",
+        "i know that", "i know", "i've heard", "i have heard", "i've read", "i have read", "i learned",
+        "known as", "known for", "is known", "was born", "born in", "died in", "was founded", "founded in",
+        "founded by", "was released", "released in", "was published", "published in", "written by",
+        "directed by", "produced by", "played by", "starred", "starring", "is located", "located in",
+        "is the capital", "capital of", "according to", "is called", "was called", "is named", "named after",
+        "atomic number", "discovered by", "invented by", "composed by", "sung by", "performed by",
+    )),
+    ("retrieval", W, (
+        "i believe", "i think it", "i think he", "i think she", "i think they", "was the", "is the",
+        "in the year", "the album", "the film", "the movie", "the song", "the novel", "the book", "the series",
+        "the show", "the team", "the band", "won the", "discovered", "invented", "consists of", "is made of",
+        "contains", "composed of",
+    )),
+    ("categorization", S, (
+        "is a type of", "a type of", "is a kind of", "is a form of", "a form of", "belongs to", "belong to",
+        "classified as", "is classified", "classification", "category", "categories", "falls under",
+        "falls into", "fall under", "is considered a", "is an example of", "a class of", "a family of",
+        "types of", "kinds of", "a subtype", "subtype", "categorize", "classify", "is a member of",
+    )),
+    ("categorization", W, ("kind of", "a group of", "genre", "species", "class", "type")),
+    ("decomposition", S, (
+        "break it down", "break this down", "break down", "breaking down", "let's break", "let me break",
+        "step by step", "step one", "the first step", "first step", "first i", "first, i", "first let",
+        "first, let", "then i", "next i", "next, i", "next step", "let's start", "let me start", "start by",
+        "two parts", "three parts", "several parts", "sub-question", "subquestion", "sub-problem",
+        "one by one", "piece by piece", "i should first", "let me list", "list out", "let's list",
+        "there are two things", "a few things", "several things", "two things", "the first part",
+        "the second part", "plan",
+    )),
+    ("decomposition", W, ("first", "second", "then", "next", "finally", "after that", "components")),
+    ("comparison", S, (
+        "compared to", "compared with", "in comparison", "comparing", "compare", "on the other hand",
+        "whereas", "unlike", "in contrast", "contrast", "versus", "vs", "difference between", "differs from",
+        "different from", "the difference", "as opposed to", "distinguish", "between the two", "the former",
+        "the latter", "more than", "less than", "better than", "larger than", "smaller than", "older than",
+        "younger than", "bigger than", "higher than", "lower than", "earlier than", "later than",
+    )),
+    ("comparison", W, ("than", "rather than", "differ", "different", "similarly", "while", "both")),
+    ("analogy", S, (
+        "similar to", "analogous", "analogy", "just as", "just like", "in the same way", "the same way",
+        "much like", "akin to", "reminds me of", "like how", "resembles", "comparable to", "by analogy",
+        "it's like", "is like a", "parallel",
+    )),
+    ("case_analysis", S, (
+        "for example", "for instance", "e.g", "such as", "consider the case", "in the case of",
+        "take the case", "take for example", "another example", "an example", "example of", "examples",
+        "counterexample", "counter-example", "exception", "exceptions", "in some cases", "case by case",
+        "suppose", "let's say", "what if", "scenario", "precedent",
+    )),
+    ("case_analysis", W, ("except", "case", "cases", "if it were", "in that case", "what about")),
+    ("chaining", S, (
+        "therefore", "thus", "hence", "which means", "that means", "this means", "so that means", "this implies",
+        "which implies", "implies", "it follows", "follows that", "that would mean", "would mean",
+        "which would make", "that would make", "which makes", "that makes", "consequently", "given that",
+        "if that's the case", "if that is the case", "so if",
+    )),
+    ("chaining", W, ("so it", "so he", "so she", "so they", "so this", "so that", "then the", "then it", "since")),
+    ("causal_reasoning", S, (
+        "because of", "due to", "caused by", "causes", "causing", "results in", "resulted in", "result in",
+        "as a result", "leads to", "led to", "lead to", "the effect", "effect of", "effects of",
+        "reason why", "mechanism", "responsible for", "triggers", "triggered", "driven by", "contributes to",
+        "contribute to", "affects", "affected",
+    )),
+    ("causal_reasoning", W, ("because", "cause", "effect", "why", "since", "produces", "depends on")),
+    ("synthesis", S, (
+        "putting it together", "putting it all together", "putting this together", "putting that together",
+        "put together", "putting everything together", "combining", "combine", "taken together",
+        "all of this", "all of these", "all this", "considering all", "considering everything",
+        "all the evidence", "everything points", "all point to", "points to", "this fits", "that fits",
+        "fits with", "consistent with", "which matches", "that matches", "lines up", "adds up", "integrat",
+        "both of these", "together",
+    )),
+    ("synthesis", W, ("overall", "matches", "along with", "based on")),
+    ("explanation", S, (
+        "in other words", "i.e", "this is because", "the reason is", "that's because", "that is because",
+        "which explains", "to explain", "to clarify", "in simple terms", "simply put", "put simply",
+        "to put it", "this is why", "that's why", "that is why", "the idea is", "note that", "keep in mind",
+        "it's important to note", "it is important", "assuming", "assumption", "means that",
+    )),
+    ("explanation", W, ("basically", "essentially", "meaning", "that is", "since", "because")),
+    ("evaluation", S, (
+        "the best answer", "best answer", "the correct answer", "the right answer", "the most likely",
+        "most likely", "more likely", "less likely", "the most accurate", "most accurate", "most plausible",
+        "more plausible", "i think the answer", "i'll go with", "go with", "i would say", "i'd say",
+        "the answer should be", "better fit", "best fit", "fits best", "makes more sense", "more accurate",
+        "i'm leaning", "leaning towards", "leaning toward", "the better", "the strongest", "choose",
+        "options", "option", "candidate", "candidates",
+    )),
+    ("evaluation", W, (
+        "likely", "probably", "plausible", "seems", "seems like", "choice", "decide", "pick", "select",
+        "should be", "the answer", "better",
+    )),
+    ("self_verification", S, (
+        "let me check", "let me verify", "let me confirm", "let me double-check", "let me double check",
+        "double-check", "double check", "to double-check", "verify", "verifying", "confirm", "confirming",
+        "confirms", "make sure", "to be sure", "is that right", "is that correct", "is this right",
+        "is this correct", "am i sure", "am i right", "i'm not sure", "not sure", "i'm pretty sure",
+        "i'm fairly sure", "i'm confident", "not entirely sure", "i'm certain", "cross-check", "sanity check",
+        "recheck", "re-check", "does that make sense", "that makes sense", "let me see", "hold on",
+        "i should check", "i should verify", "i need to check", "check",
+    )),
+    ("self_verification", W, (
+        "correct", "yes", "indeed", "certain", "doubt", "uncertain", "unsure", "sure", "right", "hmm", "wait",
+    )),
+    ("backtracking", S, (
+        "wait", "actually", "no wait", "but wait", "i was wrong", "i made a mistake", "mistake", "that's not right",
+        "that's wrong", "that is wrong", "that's incorrect", "not correct", "incorrect", "scratch that",
+        "on second thought", "let me reconsider", "reconsider", "let me rethink", "rethink", "let me go back",
+        "go back", "going back", "revisit", "i confused", "mixed up", "oops", "correction", "but no",
+        "no,",
+    )),
+    ("backtracking", W, ("instead", "alternatively", "another possibility", "or maybe", "hmm", "oh", "but")),
+    ("summarization", S, (
+        "so the answer is", "so the answer", "the answer is", "the final answer", "final answer",
+        "in summary", "to summarize", "summarizing", "in conclusion", "to conclude", "in short",
+        "to sum up", "to recap", "so in summary", "therefore the answer", "thus the answer",
+        "the answer would be", "i conclude", "my answer", "so, the answer",
+    )),
+    ("summarization", W, ("conclusion", "so yes", "so, yes", "overall")),
+)
+
+
+def _trie_regex(phrases: list[str]) -> str:
+    """A regex matching any of ``phrases``, with shared prefixes factored out (longest match first)."""
+    trie: dict = {}
+    for phrase in phrases:
+        node = trie
+        for ch in phrase:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        ends = "" in node
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if ends else body
+
+    return emit(trie)
+
+
+def _cue_weights() -> dict[str, tuple[tuple[int, float], ...]]:
+    weights: dict[str, dict[int, float]] = {}
+    for state, weight, phrases in _CUES:
+        for phrase in phrases:
+            per_state = weights.setdefault(phrase, {})
+            per_state[_IDX[state]] = per_state.get(_IDX[state], 0.0) + weight
+    return {p: tuple(w.items()) for p, w in weights.items()}
+
+
+_CUE_WEIGHTS = _cue_weights()
+_CUE_BYTES = {p.encode("ascii"): w for p, w in _CUE_WEIGHTS.items()}
+# The reference semantics: cues are found on the lower-cased paragraph, leftmost and longest first,
+# non-overlapping, starting on a word boundary and ending on one (or right after a ",").
+_CUE_RE = re.compile(r"\b" + _trie_regex(sorted(_CUE_WEIGHTS)) + r"(?:\b|(?<=,))")
+# A proper noun or acronym in mid-sentence (after a lower-case word, digit or comma), or a number of
+# 2+ digits (the reference semantics; the fast path counts the same matches on character classes).
+_ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<=[0-9])[0-9]+)")
+
+# ---- the fast path: the same matches, found on byte strings in which cheap scans skip most text ---------
+#
+# Python's regex engine costs ~25 ns at every position it tries, and most of a trace is mid-word
+# positions, so _CUE_RE spends most of its time failing. The fast path scans "space view" bytes in
+# which every non-word character is a space: a pattern that opens with a literal " " makes the engine
+# jump from space to space in a tight C loop and try the cue trie only at word starts. Cue phrases in
+# that view have their punctuation turned into spaces too ("double-check" -> "double check", "no," ->
+# "no"), so a hit is checked against the real lower-cased text; a multi-word hit that is not a cue
+# there (e.g. "okay\nso") sends its paragraph to the reference path, which keeps the result exact.
+_WORD_CHARS = b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SPACE_VIEW = bytes(c if c in _WORD_CHARS else 32 for c in range(256))
+_CUE_SPACED = re.compile(
+    (" " + _trie_regex(sorted({p.encode("ascii").translate(_SPACE_VIEW).decode().rstrip(" ")
+                               for p in _CUE_WEIGHTS})) + r"\b").encode("ascii")
+)
+# Character classes for the entity counts: a-z -> a, A-Z -> A, 0-9 -> 0, ",;:" -> ",", " " stays,
+# anything else (non-ASCII included) -> ".". _ENTITY_RE's matches are then " A" + a letter after
+# [a0,] (a capitalised word or acronym) and runs of 2+ digits; both patterns open with a literal.
+_CLASS_VIEW = bytes(
+    97 if 97 <= c <= 122 else 65 if 65 <= c <= 90 else 48 if 48 <= c <= 57 else 44 if c in b",;:" else
+    32 if c == 32 else 46 for c in range(256)
+)
+_CAPITALISED = re.compile(rb" A(?<=[a0,] A)[aA]")
+_NUMBER = re.compile(rb"00+")
+_MAX_NON_ASCII = 256  # beyond this many non-ASCII characters, the reference path is cheaper
+
+_FIRST, _FIRST_W = _IDX[FIRST_BONUS[0]], FIRST_BONUS[1]
+_LAST, _LAST_W = _IDX[LAST_BONUS[0]], LAST_BONUS[1]
+_RETRIEVAL, _VERIFY, _FALLBACK = _IDX["retrieval"], _IDX["self_verification"], (FALLBACK,)
+
+
+def _byte_views(text: str) -> tuple[bytes, bytes | bytearray] | None:
+    """``(lowered, spaced)``: one byte per character of ``text``, or None when only str semantics are exact.
+
+    Non-ASCII characters become "?" in ``lowered`` (no cue contains one) and, when they are word
+    characters, "_" in ``spaced`` (a word character no cue contains), so word boundaries stay those
+    of the str. None when lower-casing changes a length or yields ASCII (e.g. the Kelvin sign).
+    """
+    raw = text.encode("ascii", "replace")
+    lowered = raw.lower()
+    spaced = lowered.translate(_SPACE_VIEW)
+    if text.isascii():
+        return lowered, spaced
+    spaced = bytearray(spaced)
+    n_non_ascii = 0
+    i = raw.find(b"?")
+    while i >= 0:
+        ch = text[i]
+        if ch != "?":
+            n_non_ascii += 1
+            low = ch.lower()
+            if n_non_ascii > _MAX_NON_ASCII or len(low) != 1 or low.isascii():
+                return None
+            if low.isalnum() or low == "_":
+                spaced[i] = 95  # "_"
+        i = raw.find(b"?", i + 1)
+    return lowered, spaced
+
+
+def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
+    """States of ``text[a:b]`` for each span, the first at ``position``; the byte at a - 1 must not be a word character."""
+    views = _byte_views(text)
+    classes = text.encode("ascii", "replace").translate(_CLASS_VIEW)
+    tie, cue_weights, find_cues = _TIE, _CUE_BYTES, _CUE_SPACED.finditer
+    out = []
+    for start, end in spans:
+        scores: dict[int, float] = {}  # state -> score, for the states some cue touched
+        cues = None
+        if views is not None:
+            lowered, spaced = views
+            cues = []
+            for hit in find_cues(spaced, start - 1, end):
+                a, b = hit.span()
+                weights = cue_weights.get(lowered[a + 1 : b])
+                if weights is None:
+                    if lowered[b : b + 1] == b",":  # "no," is "no" in the space view
+                        weights = cue_weights.get(lowered[a + 1 : b + 1])
+                    if weights is None:
+                        if lowered[a + 1 : b].isalpha():
+                            continue  # one word that is no cue: nothing shorter could match here either
+                        cues = None  # a multi-word hit across other punctuation: check this paragraph exactly
+                        break
+                cues.append(weights)
+        if cues is None:
+            cues = [_CUE_WEIGHTS[p] for p in _CUE_RE.findall(text[start:end].lower())]
+        for weights in cues:
+            for state, weight in weights:
+                scores[state] = scores.get(state, tie[state]) + weight
+        if position == 0:
+            scores[_FIRST] = scores.get(_FIRST, tie[_FIRST]) + _FIRST_W
+        elif position == n_paragraphs - 1:
+            scores[_LAST] = scores.get(_LAST, tie[_LAST]) + _LAST_W
+        if position > 0 and text.find("?", start, end) >= 0:
+            scores[_VERIFY] = scores.get(_VERIFY, tie[_VERIFY]) + QUESTION_WEIGHT
+        n_entities = len(_CAPITALISED.findall(classes, start, end)) + len(_NUMBER.findall(classes, start, end))
+        if n_entities:
+            scores[_RETRIEVAL] = scores.get(_RETRIEVAL, tie[_RETRIEVAL]) + min(ENTITY_WEIGHT * n_entities, ENTITY_CAP)
+        out.append(_decide(scores))
+        position += 1
+    return out
+
+
+def _decide(scores: dict[int, float]) -> tuple[str, ...]:
+    """The top state, and the runner-up when strong and close (a state no cue touched scores its tie epsilon)."""
+    if not scores:
+        return _FALLBACK
+    top = max(scores, key=scores.__getitem__)
+    top_score = scores.pop(top)
+    if top_score < 0.5:  # only tie-break epsilons: no cue fired
+        return _FALLBACK
+    if scores:
+        second = max(scores, key=scores.__getitem__)
+        if scores[second] >= SECOND_MIN and scores[second] >= SECOND_RATIO * top_score:
+            return (STATES[top], STATES[second])
+    return (STATES[top],)
+
+
+def tag_paragraph(text: str, position: int = 0, n_paragraphs: int = 1) -> tuple[str, ...]:
+    """The 1-2 states of one thinking paragraph.
+
+    Args:
+        text: the paragraph (one blank-line-separated block of the thinking).
+        position: its index in the thinking, from 0.
+        n_paragraphs: how many paragraphs the thinking has.
+
+    Returns:
+        One or two state names, the higher-scoring first.
+    """
+    return _tag_spans("\n" + text, [(1, len(text) + 1)], position, n_paragraphs)[0]
+
+
+def tag_paragraphs(paragraphs: list[str]) -> list[tuple[str, ...]]:
+    """:func:`tag_paragraph` over the paragraphs of one thinking, in order, scanning them as one text."""
+    spans, start = [], 1
+    for paragraph in paragraphs:
+        spans.append((start, start + len(paragraph)))
+        start += len(paragraph) + 1
+    # "\n" before each paragraph: a non-word character no cue, entity or number can span.
+    return _tag_spans("\n" + "\n".join(paragraphs), spans, 0, len(paragraphs))
+
+
+def check_taxonomy(taxonomy: Taxonomy) -> None:
+    """Raise ValueError unless ``taxonomy`` has every label the tagger emits (the paper's 15)."""
+    if taxonomy is PAPER_TAXONOMY:
+        return
+    missing = [s for s in STATES if s not in taxonomy]
+    if missing:
+        raise ValueError(f"the rules tagger emits the paper's 15 labels; the taxonomy lacks {missing}")
+
+
+def annotate_rules(response: str, taxonomy: Taxonomy = PAPER_TAXONOMY) -> list[dict]:
+    """Steps of the annotated-trajectory format for ``response``: one step per thinking paragraph.
+
+    Raises:
+        ValueError: when ``taxonomy`` lacks a label the tagger emits (its cues are the paper's).
+    """
+    check_taxonomy(taxonomy)
+    parsed = parse_response(response)
+    texts = [response[a:b] for a, b in parsed.paragraphs]
+    return [{"paragraphs": [i], "states": list(states)} for i, states in enumerate(tag_paragraphs(texts))]

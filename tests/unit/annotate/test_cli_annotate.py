@@ -1,0 +1,48 @@
+"""`mralign annotate` flags and recipe sections (the verbs' end-to-end runs are in tests/integration)."""
+
+import json
+
+from mralign_plugin.annotate.fake_server import FakeChatServer
+from mralign_plugin.cli import main
+
+
+def write_trajectories(path, n=3):
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": i, "prompt": f"q{i}", "label": True,
+                                "response": "<think>Okay, the question asks X.\n\nI recall Y.</think>Y"}) + "\n")
+    return path
+
+
+def test_endpoint_from_recipe_and_flag_wins(tmp_path, capsys):
+    src = write_trajectories(tmp_path / "in.jsonl")
+    with FakeChatServer() as srv:
+        recipe = tmp_path / "annotate.yaml"
+        recipe.write_text(f"annotate:\n  annotator: llm\n  model: [from-recipe]\n  base_url: {srv.base_url}\n"
+                          "  concurrency: 2\n  no_progress: true\nkto:\n  beta: 0.1\n", encoding="utf-8")
+        out = tmp_path / "out.jsonl"
+        assert main(["annotate", str(src), "-o", str(out), "--recipe", str(recipe)]) == 0
+        assert {json.loads(line)["annotation"]["model"] for line in open(out)} == {"from-recipe"}
+        out2 = tmp_path / "out2.jsonl"
+        assert main(["annotate", str(src), "-o", str(out2), "--recipe", str(recipe), "--model", "from-flag"]) == 0
+        assert {json.loads(line)["annotation"]["model"] for line in open(out2)} == {"from-flag"}
+    capsys.readouterr()
+    recipe.write_text("annotate:\n  modle: x\n", encoding="utf-8")
+    assert main(["annotate", str(src), "-o", str(out), "--recipe", str(recipe)]) == 2
+    assert "annotate.modle: unknown key" in capsys.readouterr().err
+
+
+def test_summary_line_and_json(tmp_path, capsys):
+    src = write_trajectories(tmp_path / "in.jsonl", 4)
+    assert main(["annotate", str(src), "-o", str(tmp_path / "o.jsonl"), "--no-progress", "--limit", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("in 3 = annotated 3 + rejected 0 + skipped 0")
+    assert json.loads(lines[-1])["annotated"] == 3
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    src = write_trajectories(tmp_path / "in.jsonl")
+    out = tmp_path / "o.jsonl"
+    assert main(["annotate", str(src), "-o", str(out), "--dry-run", "--annotator", "llm", "--model", "m"]) == 0
+    assert "Solution (2 segments)" in capsys.readouterr().out
+    assert not out.exists()

@@ -1,0 +1,157 @@
+"""The chat-completions client against a real HTTP server on 127.0.0.1 (annotate/fake_server.py)."""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from mralign_plugin.annotate.client import ChatClient, ChatRequestError, _retry_after_seconds, api_key_from_env
+from mralign_plugin.annotate.fake_server import FakeChatServer
+from mralign_plugin.annotate.prompts import build_messages, parse_annotation
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeChatServer(retry_after=0.3) as srv:
+        yield srv
+
+
+def chat(server, question, **kwargs):
+    kwargs = {"backoff": 0.01, "max_backoff": 5.0, **kwargs}
+    messages = build_messages(question, ["x"], ["Para one.", "Para two.", "Para three."])
+
+    async def run():
+        async with ChatClient(server.base_url, kwargs.pop("model", "m"), **kwargs) as client:
+            try:
+                return await client.chat(messages), client.usage
+            except ChatRequestError as e:
+                return e, client.usage
+
+    return asyncio.run(run())
+
+
+def test_ok_answer_parses_and_usage_is_counted(server):
+    result, usage = chat(server, "ok question")
+    steps, final = parse_annotation(result.text, 3)
+    assert sum(len(st["paragraphs"]) for st in steps) == 3 and final == 8
+    assert usage.requests == 1 and usage.retries == 0 and result.prompt_tokens > 0
+    assert usage.prompt_tokens == result.prompt_tokens
+
+
+def test_answers_are_deterministic_per_model(server):
+    a1, _ = chat(server, "same", model="a")
+    a2, _ = chat(server, "same", model="a")
+    assert a1.text == a2.text
+
+
+def test_500_is_retried_a_bounded_number_of_times(server):
+    before = server.requests
+    error, usage = chat(server, "[mock:500] q", max_retries=3)
+    assert isinstance(error, ChatRequestError) and "gave up after 4 attempts" in str(error) and "HTTP 500" in str(error)
+    assert usage.requests == 4 and usage.retries == 3 and usage.failures == 1
+    assert server.requests - before == 4
+
+
+def test_flaky_5xx_recovers(server):
+    result, usage = chat(server, "[mock:flaky:2] q", max_retries=3)
+    assert not isinstance(result, Exception)
+    assert usage.requests == 3 and usage.by_status == {"503": 2, "200": 1}
+
+
+def test_429_honours_retry_after(server):
+    start = time.perf_counter()
+    result, usage = chat(server, "[mock:429] q", backoff=0.0)
+    assert not isinstance(result, Exception) and usage.requests == 2
+    assert time.perf_counter() - start >= 0.3  # the server asked for 0.3 s; backoff alone would be 0
+
+
+def test_timeout_is_retried(server):
+    result, usage = chat(server, "[mock:hang_once:3] q", timeout=0.3, max_retries=2)
+    assert not isinstance(result, Exception)
+    assert usage.requests == 2 and usage.retries == 1
+
+
+def test_timeouts_exhaust_retries(server):
+    start = time.perf_counter()
+    error, usage = chat(server, "[mock:slow:3] q", timeout=0.2, max_retries=1)
+    assert isinstance(error, ChatRequestError) and "Timeout" in str(error)
+    assert usage.requests == 2 and time.perf_counter() - start < 2.5
+
+
+def test_4xx_fails_at_once(server):
+    error, usage = chat(server, "[mock:400] q", max_retries=5)
+    assert isinstance(error, ChatRequestError) and "HTTP 400" in str(error)
+    assert usage.requests == 1 and usage.retries == 0
+
+
+def test_connection_refused_is_retried_then_fails():
+    with FakeChatServer() as srv:
+        url = srv.base_url
+    client_server = type("S", (), {"base_url": url})()
+    error, usage = chat(client_server, "q", max_retries=2)
+    assert isinstance(error, ChatRequestError) and usage.requests == 3
+
+
+def test_concurrency_is_bounded():
+    with FakeChatServer(mode="slow:0.2") as srv:
+        messages = [build_messages(f"q{i}", None, ["p"]) for i in range(8)]
+
+        async def run():
+            async with ChatClient(srv.base_url, "m", concurrency=4) as client:
+                start = time.perf_counter()
+                await asyncio.gather(*(client.chat(m) for m in messages))
+                return time.perf_counter() - start
+
+        elapsed = asyncio.run(run())
+    assert 0.38 < elapsed < 1.5  # 8 requests of 0.2 s, 4 at a time: two waves
+
+
+def test_retry_after_header_forms():
+    assert _retry_after_seconds("2") == 2.0
+    assert _retry_after_seconds("0.5") == 0.5
+    assert _retry_after_seconds(None) is None
+    assert _retry_after_seconds("soon") is None
+    assert _retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+
+
+def test_api_key_env(monkeypatch):
+    assert api_key_from_env(None) is None and api_key_from_env("") is None
+    monkeypatch.setenv("MRALIGN_TEST_KEY", "sk-test")
+    assert api_key_from_env("MRALIGN_TEST_KEY") == "sk-test"
+    monkeypatch.delenv("MRALIGN_TEST_KEY")
+    with pytest.raises(ValueError, match="MRALIGN_TEST_KEY"):
+        api_key_from_env("MRALIGN_TEST_KEY")
+
+
+def test_authorization_header_and_request_body(server):
+    seen = {}
+
+    async def run():
+        from aiohttp import web
+
+        async def handler(request):
+            seen["auth"] = request.headers.get("Authorization")
+            seen["body"] = await request.json()
+            return web.json_response({"choices": [{"message": {"role": "assistant", "content": "hi"}}]})
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with ChatClient(f"http://127.0.0.1:{port}/v1/", "my-model", api_key="sk-1", temperature=0.3,
+                                  max_tokens=50) as client:
+                return await client.chat([{"role": "user", "content": "x"}])
+        finally:
+            await runner.cleanup()
+
+    result = asyncio.run(run())
+    assert result.text == "hi" and result.prompt_tokens == 0
+    assert seen["auth"] == "Bearer sk-1"
+    assert seen["body"] == {"model": "my-model", "messages": [{"role": "user", "content": "x"}],
+                            "temperature": 0.3, "max_tokens": 50}
+    json.dumps(seen)
