@@ -16,6 +16,7 @@ import sys
 VERB_MODULES = (
     "mralign_plugin.cli.data",
     "mralign_plugin.cli.annotate",
+    "mralign_plugin.cli.train_kto",
 )
 
 
