@@ -17,6 +17,7 @@ VERB_MODULES = (
     "mralign_plugin.cli.data",
     "mralign_plugin.cli.annotate",
     "mralign_plugin.cli.train_kto",
+    "mralign_plugin.cli.eval",
 )
 
 
