@@ -18,6 +18,7 @@ VERB_MODULES = (
     "mralign_plugin.cli.annotate",
     "mralign_plugin.cli.train_kto",
     "mralign_plugin.cli.eval",
+    "mralign_plugin.cli.reward",
 )
 
 

@@ -1,0 +1,171 @@
+"""``RewardScorer``: OpenRLHF's reward contract on top of core/reward.py, shared by the reward file and server.
+
+``scorer(queries, prompts, labels)`` → ``{"rewards", "scores", "extra_logs"}`` as OpenRLHF 0.11's
+``--reward.remote_url`` expects (a Python file's ``reward_func`` or an HTTP server). Per rollout: the
+response is cut out of the query, parsed, its thinking segments take the states of the label's
+``steps`` or else of the ``rules`` tagger, and core/reward.py combines the terms. A sample that fails
+scores 0.0 and counts in ``mralign/errors``; nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from mralign_plugin.annotate.rules import STATES as RULES_STATES
+from mralign_plugin.annotate.rules import tag_paragraphs
+from mralign_plugin.core.formats import read_transitions
+from mralign_plugin.core.reward import (
+    ERROR_PARTS,
+    RewardConfig,
+    RewardParts,
+    TransitionScores,
+    parse_label,
+    reward_parts,
+    split_query,
+    strip_special_tokens,
+)
+from mralign_plugin.core.segment import ParsedResponse, parse_response
+from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
+
+logger = logging.getLogger("mralign.reward")
+
+LOG_KEYS = ("mralign/transition", "mralign/outcome", "mralign/hit_gap", "mralign/n_segments", "mralign/errors")
+_MAX_LOGGED_ERRORS = 20
+
+
+class RewardScorer:
+    """The loaded reward: config, transition model, memoised step scores, implicit models if any.
+
+    Args:
+        config: the reward config (paths already resolved).
+    """
+
+    def __init__(self, config: RewardConfig) -> None:
+        self.config = config
+        taxonomy = Taxonomy.load(config.taxonomy) if config.taxonomy else PAPER_TAXONOMY
+        missing = [s for s in RULES_STATES if s not in taxonomy]
+        if missing:
+            raise ValueError(f"the rules tagger emits the paper's 15 states; the taxonomy lacks {missing}")
+        self.model = read_transitions(config.transitions, taxonomy)
+        self.transition_scores = TransitionScores(self.model, config.clip)
+        self.implicit = None
+        if config.mode == "implicit":
+            from mralign_plugin.adapters.openrlhf.implicit_reward import ImplicitScorer
+
+            self.implicit = ImplicitScorer(config.implicit, self.model)
+        self.n_errors = 0
+
+    def score_parts(self, queries: Sequence, prompts: Sequence | None, labels: Sequence | None) -> list[RewardParts]:
+        """One :class:`RewardParts` per query; a failing sample gets zeros and its error message."""
+        n = len(queries)
+        prompts = prompts if prompts is not None and len(prompts) == n else [""] * n
+        labels = labels if labels is not None and len(labels) == n else [None] * n
+        parts: list[RewardParts] = [ERROR_PARTS] * n
+        pending: list[tuple[int, _Sample]] = []  # implicit mode: scored in batches below
+        for i in range(n):
+            try:  # a reward function must never raise: OpenRLHF would only log it and fail later
+                sample = self._prepare(queries[i], prompts[i], labels[i])
+                if self.implicit is None:
+                    s_trans, _ = self.transition_scores.score(sample.states, not sample.parsed.unterminated)
+                    parts[i] = self._finish(sample, s_trans)
+                else:
+                    pending.append((i, sample))
+            except Exception as e:
+                parts[i] = self._error(e)
+        if pending:
+            try:
+                values = self.implicit.process_rewards(
+                    [s.prompt for _, s in pending], [s.response for _, s in pending], [s.steps for _, s in pending]
+                )
+            except Exception as e:
+                values = [e] * len(pending)
+            for (i, sample), value in zip(pending, values, strict=True):
+                try:
+                    if isinstance(value, Exception):
+                        raise value
+                    parts[i] = self._finish(sample, value)
+                except Exception as e:
+                    parts[i] = self._error(e)
+        return parts
+
+    def __call__(self, queries: Sequence, prompts: Sequence | None = None, labels: Sequence | None = None) -> dict:
+        """OpenRLHF's reply: ``rewards`` and ``scores`` (lists of floats) and ``extra_logs`` (scalars)."""
+        try:
+            parts = self.score_parts(queries, prompts, labels)
+        except Exception as e:  # e.g. queries is not a sequence
+            parts = [self._error(e)] * (len(queries) if isinstance(queries, Sequence) else 1)
+        return reply(parts)
+
+    def _prepare(self, query: object, prompt: object, label: object) -> _Sample:
+        if not isinstance(query, str):
+            raise TypeError(f"query: expected a string, got {type(query).__name__}")
+        prompt_text, response = split_query(query, prompt if isinstance(prompt, str) else "")
+        response = strip_special_tokens(response)
+        gold, steps = parse_label(label)
+        parsed = parse_response(response)
+        if steps is None:  # one step per thinking paragraph, tagged by the rules tagger
+            states = tag_paragraphs([response[a:b] for a, b in parsed.paragraphs])
+            if self.implicit is not None:
+                steps = [{"paragraphs": [i], "states": list(s)} for i, s in enumerate(states)]
+        else:
+            states = [tuple(step["states"]) for step in steps]
+            for step_states in states:  # names and sizes; raises ValueError for this sample only
+                if step_states:
+                    self.transition_scores.state_set(step_states)
+            if self.implicit is not None:
+                n = len(parsed.paragraphs)
+                for step in steps:
+                    paragraphs = step.get("paragraphs")
+                    if not isinstance(paragraphs, list) or not all(type(p) is int and 0 <= p < n for p in paragraphs):
+                        raise ValueError(f"label steps: paragraphs {paragraphs!r} are not indices of the {n} paragraphs")
+        return _Sample(prompt_text, response, parsed, states, steps, gold)
+
+    def _finish(self, sample: _Sample, process: float) -> RewardParts:
+        if not math.isfinite(process):
+            raise ValueError(f"process term is not finite: {process}")
+        parts = reward_parts(sample.parsed, sample.gold, process, len(sample.states), self.config)
+        if not math.isfinite(parts.reward):
+            raise ValueError(f"reward is not finite: {parts.reward} (check the coefficients)")
+        return parts
+
+    def _error(self, exc: BaseException) -> RewardParts:
+        self.n_errors += 1
+        if self.n_errors <= _MAX_LOGGED_ERRORS:
+            last = "; further errors are only counted" if self.n_errors == _MAX_LOGGED_ERRORS else ""
+            logger.warning("mralign reward: a sample failed (%s: %s); reward 0.0%s", type(exc).__name__, exc, last)
+        return dataclasses.replace(ERROR_PARTS, error=f"{type(exc).__name__}: {exc}")
+
+
+class _Sample(NamedTuple):
+    prompt: str  # the query before the response, special tokens kept
+    response: str
+    parsed: ParsedResponse
+    states: list[tuple[str, ...]]
+    steps: list[dict] | None
+    gold: list[str] | None
+
+
+def reply(parts: Sequence[RewardParts]) -> dict:
+    """``{"rewards", "scores", "extra_logs"}``: extra_logs are batch means, ``mralign/errors`` a count."""
+    n = max(len(parts), 1)
+    return {
+        "rewards": [p.reward for p in parts],
+        "scores": [p.score for p in parts],
+        "extra_logs": {
+            "mralign/transition": sum(p.transition for p in parts) / n,
+            "mralign/outcome": sum(p.outcome for p in parts) / n,
+            "mralign/hit_gap": sum(p.hit_gap for p in parts) / n,
+            "mralign/n_segments": sum(p.n_segments for p in parts) / n,
+            "mralign/errors": float(sum(p.error is not None for p in parts)),
+        },
+    }
+
+
+def load_scorer(path: str | Path) -> RewardScorer:
+    """Read the reward config at ``path`` and load everything it names (raises on a bad config)."""
+    return RewardScorer(RewardConfig.load(path))
