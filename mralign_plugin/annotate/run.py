@@ -38,7 +38,7 @@ from mralign_plugin.annotate.aggregate import aggregate
 from mralign_plugin.annotate.client import ChatClient, ChatRequestError, api_key_from_env
 from mralign_plugin.annotate.prompts import AnnotationError, build_messages, parse_annotation, repair_messages
 from mralign_plugin.annotate.rules import annotate_rules, check_taxonomy, tag_paragraphs
-from mralign_plugin.core.formats import FormatError, iter_jsonl, record_problems
+from mralign_plugin.core.formats import FormatError, iter_jsonl, parse_jsonl_line, record_problems
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 
@@ -203,16 +203,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, str, dict | FormatError]]:
     text, so an annotated record is written as that text plus two members (no re-encoding)."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield lineno, line, FormatError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})")
-                continue
-            if not isinstance(record, dict):
-                record = FormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, line, record
+            if line.strip():
+                yield lineno, line, parse_jsonl_line(path, lineno, line)
 
 
 def annotated_line(job: Job, steps: list[dict], info: dict) -> str:

@@ -24,22 +24,34 @@ class FormatError(ValueError):
     """A record or file that does not follow the format; the message names the line and field."""
 
 
+def parse_jsonl_line(path: str | Path, lineno: int, line: str) -> dict | FormatError:
+    """One jsonl line as a dict, or the :class:`FormatError` (naming the line) that it is not one."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        return FormatError(f"{path}:{lineno}: invalid JSON: {e.msg} (character {e.pos + 1})")
+    if not isinstance(record, dict):
+        return FormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | FormatError]]:
     """Yield ``(line_number, record)`` for each non-blank line; a line that is not a JSON object
     yields a :class:`FormatError` in place of the record, so callers can report and go on."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield lineno, FormatError(f"{path}:{lineno}: invalid JSON: {e.msg} (character {e.pos + 1})")
-                continue
-            if not isinstance(record, dict):
-                yield lineno, FormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                continue
-            yield lineno, record
+            if line.strip():
+                yield lineno, parse_jsonl_line(path, lineno, line)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All records of a jsonl; raises the :class:`FormatError` of the first line that is not an object."""
+    records = []
+    for _, record in iter_jsonl(path):
+        if isinstance(record, FormatError):
+            raise record
+        records.append(record)
+    return records
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mralign_plugin.annotate.run import AnnotateOptions, Endpoint, annotate_file
 from mralign_plugin.core.answers import contains_gold
-from mralign_plugin.core.formats import FormatError, iter_jsonl, read_transitions, write_jsonl, write_transitions
+from mralign_plugin.core.formats import read_jsonl, read_transitions, write_jsonl, write_transitions
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 from mralign_plugin.core.transitions import fit_transition_model
@@ -53,25 +53,16 @@ class AnalyzeOptions:
     taxonomy: Taxonomy = PAPER_TAXONOMY
 
 
-def _read(path: Path) -> list[dict]:
-    rows = []
-    for _, row in iter_jsonl(path):
-        if isinstance(row, FormatError):
-            raise row
-        rows.append(row)
-    return rows
-
-
 def _outputs(source: Path) -> list[dict]:
     """Rows of a jsonl, or the thinking-on predictions of an eval run directory."""
     if source.is_dir():
         files = sorted((source / "predictions").glob("*.thinking_on.jsonl"))
         if not files:
             raise FileNotFoundError(f"{source}: no predictions/*.thinking_on.jsonl (an `mralign eval --thinking on` run?)")
-        return [{**row, "id": f"{f.name.split('.')[0]}/{row['id']}"} for f in files for row in _read(f)]
+        return [{**row, "id": f"{f.name.split('.')[0]}/{row['id']}"} for f in files for row in read_jsonl(f)]
     if not source.exists():
         raise FileNotFoundError(f"{source}: not found")
-    return _read(source)
+    return read_jsonl(source)
 
 
 def load_annotated(source: str | Path, work_dir: Path, tag: str, opts: AnalyzeOptions) -> tuple[list[dict], dict]:
@@ -97,7 +88,7 @@ def load_annotated(source: str | Path, work_dir: Path, tag: str, opts: AnalyzeOp
         annotator=opts.annotator, endpoints=opts.endpoints, concurrency=opts.concurrency, progress=False,
         taxonomy=opts.taxonomy))
     wanted = {t["id"] for t in trajectories}
-    records = [r for r in _read(ann_path) if r["id"] in wanted]
+    records = [r for r in read_jsonl(ann_path) if r["id"] in wanted]
     return records, {"source": str(source), "inputs": len(rows), "annotated": len(records),
                      "rejected": summary["rejected"], "annotator": opts.annotator}
 

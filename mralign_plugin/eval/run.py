@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mralign_plugin.annotate.run import truncate_partial_line
-from mralign_plugin.core.formats import FormatError, iter_jsonl, write_jsonl
+from mralign_plugin.core.formats import FormatError, iter_jsonl, read_jsonl, write_jsonl
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.eval import longfact
 from mralign_plugin.eval.judge import JudgeEndpoint, judge_items, summarize_judgments
@@ -268,15 +268,6 @@ def import_predictions(path: str | Path, name: str, gold: dict[str, dict] | None
 # Scoring.
 
 
-def _read(path: Path) -> list[dict]:
-    rows = []
-    for _, row in iter_jsonl(path):
-        if isinstance(row, FormatError):
-            raise row
-        rows.append(row)
-    return rows
-
-
 def score_short_qa(preds: list[dict], mode: str) -> list[dict]:
     """Per-item EM metrics (eval/metrics.py) of predictions of one mode."""
     return [{"id": p["id"], "mode": mode, **score_response(p["response"], p["answers"], mode == "thinking_on")}
@@ -377,7 +368,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path) -> dict:
             path = out / "predictions" / f"{ds}.{mode}.jsonl"
             generate_predictions(gold_rows, path, mode, cfg, lazy)
             wanted = set(gold)
-            predictions[(ds, mode)] = [p for p in _read(path) if p["id"] in wanted]
+            predictions[(ds, mode)] = [p for p in read_jsonl(path) if p["id"] in wanted]
 
     datasets: dict[str, str] = {}
     run_modes = sorted({m for _, m in predictions}, key=MODES.index)
