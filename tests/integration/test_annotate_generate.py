@@ -82,7 +82,7 @@ def test_generate_file_both_modes_n_draws_and_resume(tiny, tmp_path):
     for r in rows:
         assert set(r["draws"]) == {"thinking_on", "thinking_off"}
         assert all(len(r["draws"][k]) == 2 and all(isinstance(t, str) for t in r["draws"][k]) for k in r["draws"])
-        assert r["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8, "seed": 1}
+        assert r["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "max_new_tokens": 8, "seed": 1}
         assert (r["engine"], r["thinking_mode"], r["answers"]) == ("transformers", "template", ["X"])
         assert r["prompt"] == messages_for(r["question"])
     opts.limit = None
