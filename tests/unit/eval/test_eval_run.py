@@ -142,3 +142,10 @@ def test_import_generate_candidates(tmp_path):
     by_mode = import_predictions(cand, "c", None, ["thinking_on"])
     assert {m: [r["response"] for r in rs] for m, rs in by_mode.items()} == {
         "thinking_on": ["<think>\nParis.\n</think>\n<answer>Paris</answer>"], "thinking_off": ["Lyon"]}
+
+
+def test_eval_sampling_is_the_papers_table_15():
+    from mralign_plugin.eval.run import EvalConfig, sampling_config
+
+    s = sampling_config(EvalConfig())
+    assert (s.n, s.temperature, s.top_p, s.top_k, s.max_new_tokens) == (1, 0.6, 0.95, 20, 8192)
