@@ -282,7 +282,8 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, all_cpus)
         print(f"\n(a) reward_func, one call per rollout, one core: {rf['per_s']:,.0f} trajectories/s wall clock "
-              f"({rf['us']:.0f} us each), {rf['per_cpu_s']:,.0f} per CPU-second; target >= 5,000/s")
+              f"({rf['us']:.0f} us each), {rf['per_cpu_s']:,.0f} per CPU-second; target >= 5,000/s: "
+              f"{'PASS' if rf['per_s'] >= 5000 else 'MISS'}")
         total = sum(stages.values())
         print("    CPU time per rollout by stage:")
         for key, us in stages.items():
@@ -292,8 +293,10 @@ def main() -> None:
         for name, r in (("minimal endpoint (Starlette+uvicorn)", echo), ("mralign serve-reward", ours)):
             print(f"    {name:<38} {r['rps']:8,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms"
                   f"   {r['per_cpu_s']:8,.0f} req per server CPU-second   ({r['n']} requests)")
-        print(f"    ratio: {ours['rps'] / echo['rps']:.2f}x the minimal endpoint's throughput "
-              f"({ours['per_cpu_s'] / echo['per_cpu_s']:.2f}x per server CPU-second); target >= 0.5x")
+        ratio = ours["rps"] / echo["rps"]
+        print(f"    ratio: {ratio:.2f}x the minimal endpoint's throughput "
+              f"({ours['per_cpu_s'] / echo['per_cpu_s']:.2f}x per server CPU-second); target >= 0.5x: "
+              f"{'PASS' if ratio >= 0.5 else 'MISS'}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ no cue at all falls back to ``retrieval``, the most frequent state of the paper'
 (Table 7). Ties go to the more frequent state in that table.
 
 Speed: all phrases are compiled into ONE regex shaped as a character trie (common prefixes
-factored out), so each word start costs a few character comparisons however many cues there are;
-the paragraph is lower-cased once and scanned once for cues and once for entities.
+factored out), so each word start costs a few character comparisons however many cues there are.
+The paragraphs of a thinking are tagged as one text: encoded to bytes and lower-cased once, then
+scanned in "views" where the regex engine skips from space to space (cues) or from capital to
+capital (entities) in C instead of trying every position. The result is exactly that of the plain
+per-paragraph definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); a property test checks it.
 
 Example:
     >>> tag_paragraph("Wait, that's not right. Let me reconsider the date.", position=3, n_paragraphs=6)
@@ -239,8 +242,8 @@ _ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<
 
 # ---- the fast path: the same matches, found on byte strings in which cheap scans skip most text ---------
 #
-# Python's regex engine costs ~25 ns at every position it tries, and most of a trace is mid-word
-# positions, so _CUE_RE spends most of its time failing. The fast path scans "space view" bytes in
+# Python's regex engine costs ~25 ns at every position it tries, and most of a text is mid-word
+# positions, so _CUE_RE spends much of its time failing there. The fast path scans "space view" bytes in
 # which every non-word character is a space: a pattern that opens with a literal " " makes the engine
 # jump from space to space in a tight C loop and try the cue trie only at word starts. Cue phrases in
 # that view have their punctuation turned into spaces too ("double-check" -> "double check", "no," ->
@@ -253,13 +256,13 @@ _CUE_SPACED = re.compile(
                                for p in _CUE_WEIGHTS})) + r"\b").encode("ascii")
 )
 # Character classes for the entity counts: a-z -> a, A-Z -> A, 0-9 -> 0, ",;:" -> ",", " " stays,
-# anything else (non-ASCII included) -> ".". _ENTITY_RE's matches are then " A" + a letter after
-# [a0,] (a capitalised word or acronym) and runs of 2+ digits; both patterns open with a literal.
+# anything else (non-ASCII included) -> ".". _ENTITY_RE's matches are then an "A" after "[a0,] " and
+# before a letter (a capitalised word or acronym) and runs of 2+ digits; both patterns open with a literal.
 _CLASS_VIEW = bytes(
     97 if 97 <= c <= 122 else 65 if 65 <= c <= 90 else 48 if 48 <= c <= 57 else 44 if c in b",;:" else
     32 if c == 32 else 46 for c in range(256)
 )
-_CAPITALISED = re.compile(rb" A(?<=[a0,] A)[aA]")
+_CAPITALISED = re.compile(rb"A(?<=[a0,] A)[aA]")
 _NUMBER = re.compile(rb"00+")
 _MAX_NON_ASCII = 256  # beyond this many non-ASCII characters, the reference path is cheaper
 
@@ -268,14 +271,14 @@ _LAST, _LAST_W = _IDX[LAST_BONUS[0]], LAST_BONUS[1]
 _RETRIEVAL, _VERIFY, _FALLBACK = _IDX["retrieval"], _IDX["self_verification"], (FALLBACK,)
 
 
-def _byte_views(text: str) -> tuple[bytes, bytes | bytearray] | None:
-    """``(lowered, spaced)``: one byte per character of ``text``, or None when only str semantics are exact.
+def _spaced_views(text: str, raw: bytes) -> tuple[bytes, bytes | bytearray] | None:
+    """``(lowered, spaced)`` of ``text`` (``raw`` is its ASCII encoding with "?" for the rest), or None.
 
-    Non-ASCII characters become "?" in ``lowered`` (no cue contains one) and, when they are word
-    characters, "_" in ``spaced`` (a word character no cue contains), so word boundaries stay those
-    of the str. None when lower-casing changes a length or yields ASCII (e.g. the Kelvin sign).
+    One byte per character. Non-ASCII characters are "?" in ``lowered`` (no cue contains one) and,
+    when they are word characters, "_" in ``spaced`` (a word character no cue contains), so word
+    boundaries stay those of the str. None (use the reference path) when lower-casing some character
+    changes a length or yields ASCII (the Kelvin sign, a dotted capital I), or when non-ASCII text is long.
     """
-    raw = text.encode("ascii", "replace")
     lowered = raw.lower()
     spaced = lowered.translate(_SPACE_VIEW)
     if text.isascii():
@@ -297,13 +300,14 @@ def _byte_views(text: str) -> tuple[bytes, bytes | bytearray] | None:
 
 
 def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
-    """States of ``text[a:b]`` for each span, the first at ``position``; the byte at a - 1 must not be a word character."""
-    views = _byte_views(text)
-    classes = text.encode("ascii", "replace").translate(_CLASS_VIEW)
+    """States of ``text[a:b]`` for each span, the first at ``position``; the byte before a span is not a word character."""
+    raw = text.encode("ascii", "replace")  # one byte per character, so spans index it too
+    views = _spaced_views(text, raw)
+    classes = raw.translate(_CLASS_VIEW)
     tie, cue_weights, find_cues = _TIE, _CUE_BYTES, _CUE_SPACED.finditer
+    find_capitalised, find_numbers = _CAPITALISED.findall, _NUMBER.findall
     out = []
     for start, end in spans:
-        scores: dict[int, float] = {}  # state -> score, for the states some cue touched
         cues = None
         if views is not None:
             lowered, spaced = views
@@ -322,6 +326,7 @@ def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragra
                 cues.append(weights)
         if cues is None:
             cues = [_CUE_WEIGHTS[p] for p in _CUE_RE.findall(text[start:end].lower())]
+        scores: dict[int, float] = {}  # state -> score, for the states something touched
         for weights in cues:
             for state, weight in weights:
                 scores[state] = scores.get(state, tie[state]) + weight
@@ -331,7 +336,7 @@ def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragra
             scores[_LAST] = scores.get(_LAST, tie[_LAST]) + _LAST_W
         if position > 0 and text.find("?", start, end) >= 0:
             scores[_VERIFY] = scores.get(_VERIFY, tie[_VERIFY]) + QUESTION_WEIGHT
-        n_entities = len(_CAPITALISED.findall(classes, start, end)) + len(_NUMBER.findall(classes, start, end))
+        n_entities = len(find_capitalised(classes, start, end)) + len(find_numbers(classes, start, end))
         if n_entities:
             scores[_RETRIEVAL] = scores.get(_RETRIEVAL, tie[_RETRIEVAL]) + min(ENTITY_WEIGHT * n_entities, ENTITY_CAP)
         out.append(_decide(scores))

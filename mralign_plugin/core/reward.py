@@ -38,12 +38,11 @@ import difflib
 import json
 import math
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mralign_plugin.core.answers import contains_gold, normalize_answer
+from mralign_plugin.core.answers import contains_gold
 from mralign_plugin.core.formats import MAX_STATES_PER_STEP, TransitionModel
 from mralign_plugin.core.segment import ParsedResponse
 from mralign_plugin.core.transitions import set_transition_prob
@@ -243,42 +242,6 @@ class TransitionScores:
 
 # ---- outcome, hit gap, format ----------------------------------------------------------------------------
 
-_PUNCT_BYTES = string.punctuation.encode("ascii")
-_ARTICLE_RE = re.compile(r"\b(a|an|the)\b")  # as core/answers.py
-_ARTICLE_WORDS = frozenset(("a", "an", "the"))
-
-
-def gold_in_text(text: str, gold: Sequence[str]) -> bool:
-    """``contains_gold(text, gold)`` computed faster on long texts (thinking traces); same result.
-
-    ``normalize_answer`` lower-cases, deletes ASCII punctuation, replaces the \\b-delimited articles
-    a / an / the by spaces and collapses whitespace. Here: (1) punctuation is deleted on UTF-8 bytes
-    (an ASCII byte never sits inside a multi-byte character), and a text lacking some word of every
-    alias is rejected at once; (2) the text is split on whitespace first: a word of letters and
-    digits only (regex \\w) can hold an article only as the whole word, so only the other words need
-    the regex. The property test in tests/unit/core/test_reward.py checks the equality.
-    """
-    if len(text) < 256:
-        return contains_gold(text, gold)
-    lowered = text.lower().encode("utf-8", "surrogatepass").translate(None, _PUNCT_BYTES)
-    needles = [normalize_answer(g) for g in gold]
-    if not any(all(w.encode("utf-8", "surrogatepass") in lowered for w in n.split()) for n in needles):
-        return False
-    words = lowered.decode("utf-8", "surrogatepass").split()
-    if all(map(str.isalnum, words)):
-        haystack = " " + " ".join(words) + " "
-        while True:  # drop the article words; repeated because " the the " needs two passes
-            shorter = haystack.replace(" the ", " ").replace(" an ", " ").replace(" a ", " ")
-            if shorter == haystack:
-                break
-            haystack = shorter
-    else:
-        kept = [x for w in words for x in (() if w in _ARTICLE_WORDS else (w,) if w.isalnum()
-                                           else _ARTICLE_RE.sub(" ", w).split())]
-        haystack = " " + " ".join(kept) + " "
-    return any(n and f" {n} " in haystack for n in needles)
-
-
 @dataclass(frozen=True)
 class RewardParts:
     """One rollout's reward and its terms (what ``extra_logs`` reports)."""
@@ -314,7 +277,7 @@ def reward_parts(
     outcome = hit_gap = 0.0
     if gold:
         outcome = 1.0 if contains_gold(parsed.answer, gold) else 0.0
-        if not outcome and parsed.has_thinking and gold_in_text(parsed.thinking, gold):
+        if not outcome and parsed.has_thinking and contains_gold(parsed.thinking, gold):
             hit_gap = 1.0
     bad_format = 1.0 if (parsed.unterminated or not parsed.answer) else 0.0
     reward = (

@@ -1,9 +1,13 @@
-"""The offline cue tagger: valid output, one step per paragraph, each state reachable, fast."""
+"""The offline cue tagger: valid output, one step per paragraph, each state reachable, the fast path
+equal to the plain per-paragraph definition, fast."""
 
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mralign_plugin.annotate import rules
 from mralign_plugin.annotate.rules import STATES, annotate_rules, tag_paragraph, tag_paragraphs
 from mralign_plugin.core.formats import record_problems
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
@@ -80,3 +84,62 @@ def test_throughput_sanity():
     tag_paragraphs(paragraphs)
     rate = len(paragraphs) / (time.perf_counter() - start)
     assert rate > 5_000, f"{rate:.0f} paragraphs/s"
+
+
+# --- the fast path equals the definition -----------------------------------------------------------
+
+
+def reference_tag(text: str, position: int, n_paragraphs: int) -> tuple[str, ...]:
+    """The tagger as the module docstring defines it, one paragraph at a time with the reference regexes."""
+    scores = list(rules._TIE)
+    for phrase in rules._CUE_RE.findall(text.lower()):
+        for state, weight in rules._CUE_WEIGHTS[phrase]:
+            scores[state] += weight
+    if position == 0:
+        scores[rules._FIRST] += rules._FIRST_W
+    elif position == n_paragraphs - 1:
+        scores[rules._LAST] += rules._LAST_W
+    if position > 0 and "?" in text:
+        scores[rules._VERIFY] += rules.QUESTION_WEIGHT
+    n_entities = len(rules._ENTITY_RE.findall(text))
+    if n_entities:
+        scores[rules._RETRIEVAL] += min(rules.ENTITY_WEIGHT * n_entities, rules.ENTITY_CAP)
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    top, second = scores[order[0]], scores[order[1]]
+    if top < 0.5:
+        return (rules.FALLBACK,)
+    if second >= rules.SECOND_MIN and second >= rules.SECOND_RATIO * top:
+        return (STATES[order[0]], STATES[order[1]])
+    return (STATES[order[0]],)
+
+
+# Cue phrases (some capitalised), words that are no cue, and the characters the fast path treats
+# specially: punctuation inside cues, other punctuation, non-ASCII word and non-word characters,
+# characters whose lower case is ASCII or longer (Kelvin sign, dotted capital I), digits, surrogates.
+PIECES = [*rules._CUE_WEIGHTS, "Paris", "NASA", "The", "WAIT", "Okay", "I", "no", "No", "so", "e", "g", "s",
+          "check", "self", "Ab", "Cd", "x9", "zz"]
+SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ",", "-", "'", ".", ". ", "?", "(", '"', "\u2014", "\u00e9", "\u00c9",
+              "\u212a", "\u0130", "\u00df", "\u03a3", "_", "1", "12", " 1999 ", "\t", "\r\n", "\u2019", "\ud800"]
+word = st.sampled_from(PIECES).map(lambda w: w.upper() if len(w) % 7 == 0 else w.capitalize() if len(w) % 5 == 0 else w)
+paragraph = st.lists(word | st.sampled_from(SEPARATORS) | st.text(max_size=3), max_size=40).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paragraphs=st.lists(paragraph, min_size=1, max_size=6))
+def test_fast_path_equals_the_definition(paragraphs):
+    n = len(paragraphs)
+    expected = [reference_tag(p, i, n) for i, p in enumerate(paragraphs)]
+    assert tag_paragraphs(paragraphs) == expected
+    assert [tag_paragraph(p, i, n) for i, p in enumerate(paragraphs)] == expected
+
+
+def test_fast_path_corner_cases():
+    """Hits the space view gets wrong and the reference path corrects, and non-ASCII text."""
+    cases = [
+        "okay\nso I think", "No, wait. no,wait. no wait", "e.g. the answer is, i.e. this", "double-check and self-check",
+        "So, the answer is X", "so. the answer", "It's like the \u212aelvin sign", "\u0130stanbul, I recall, is old",
+        "caf\u00e9wait and wait\u00e9 and \u00e9 wait", "\u00e9" * 300 + " wait, actually", "\"the answer\" (wait)",
+    ]
+    for text in cases:
+        for position in (0, 2, 4):
+            assert tag_paragraph(text, position, 5) == reference_tag(text, position, 5), (text, position)

@@ -1,5 +1,5 @@
 """The transition-aware reward (core/reward.py): hand-worked transition scores, the combination on
-hand-made trajectories, label / query parsing, the config schema, and the fast gold check."""
+hand-made trajectories, label / query parsing and the config schema."""
 
 import doctest
 import json
@@ -7,16 +7,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mralign_plugin.core import reward
-from mralign_plugin.core.answers import contains_gold
 from mralign_plugin.core.formats import TransitionModel, read_transitions
 from mralign_plugin.core.reward import (
     RewardConfig,
     TransitionScores,
-    gold_in_text,
     parse_label,
     reward_parts,
     split_query,
@@ -265,29 +263,3 @@ def test_config_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ValueError, match=None) as e:
         RewardConfig.load(path)
     assert message in str(e.value) and str(path) in str(e.value)
-
-
-# --- the fast gold check equals contains_gold ----------------------------------------------------
-
-WORDS = ["the", "a", "an", "Paris", "paris.", "lion", "King", "u.s.", "U.S", "—", "’s", "the-lion", "A", "x_y",
-         "\t", "\n\n", "é", "İ", "K", "1927", "(the)", "an't"]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    words=st.lists(st.sampled_from(WORDS) | st.text(max_size=4), min_size=3, max_size=30),
-    gold=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join) | st.text(max_size=6),
-                  min_size=1, max_size=3),
-)
-def test_gold_in_text_equals_contains_gold(words, gold):
-    text = " ".join(words)
-    text = (text + " ") * (300 // (len(text) + 1) + 1)  # long enough for the fast path
-    assert gold_in_text(text, gold) == contains_gold(text, gold)
-    ascii_text = text.encode("ascii", "ignore").decode()
-    assert gold_in_text(ascii_text, gold) == contains_gold(ascii_text, gold)
-
-
-def test_gold_in_text_on_long_traces():
-    text = ("Let me recall the capital. " * 20) + "It is the  U.S.-based city of the the Lion King, (Paris)! " * 3
-    for gold in (["lion king"], ["US based"], ["paris"], ["the paris"], ["Lyon"], ["city of lion"], ["a"]):
-        assert gold_in_text(text, gold) == contains_gold(text, gold), gold
