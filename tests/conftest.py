@@ -24,3 +24,17 @@ def gpt2_tokenizer():
     lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split()) for line in lines[1:] if line.strip()]  # skip the "#version" header
     return GPT2TokenizerFast(vocab=vocab, merges=merges)
+
+
+@pytest.fixture(scope="session")
+def reward_config(tmp_path_factory):
+    """A reward config whose transitions.json is fitted on the bundled demo corpus."""
+    from mralign_plugin.core.formats import read_jsonl, write_transitions
+    from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
+    from mralign_plugin.core.transitions import fit_transition_model
+    from mralign_plugin.pipeline.demo import demo_corpus_path
+
+    tmp = tmp_path_factory.mktemp("reward")
+    write_transitions(tmp / "transitions.json", fit_transition_model(read_jsonl(demo_corpus_path()), PAPER_TAXONOMY))
+    (tmp / "reward.yaml").write_text("transitions: transitions.json\n")
+    return tmp / "reward.yaml"

@@ -14,10 +14,6 @@ import time
 import pytest
 
 from mralign_plugin.adapters.openrlhf.reward_scorer import LOG_KEYS, load_scorer
-from mralign_plugin.core.formats import write_transitions
-from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
-from mralign_plugin.core.transitions import fit_transition_model
-from mralign_plugin.pipeline.demo import demo_corpus_path
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("openrlhf")
@@ -79,15 +75,6 @@ for url in args["urls"]:
     })
 print("RESULTS " + json.dumps(results))
 '''
-
-
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("contract")
-    records = [json.loads(x) for x in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
-    write_transitions(tmp / "transitions.json", fit_transition_model(records, PAPER_TAXONOMY))
-    (tmp / "reward.yaml").write_text("transitions: transitions.json\n")
-    return tmp / "reward.yaml"
 
 
 def free_port() -> int:

@@ -12,9 +12,6 @@ import time
 import pytest
 
 from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
-from mralign_plugin.core.formats import write_transitions
-from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
-from mralign_plugin.core.transitions import fit_transition_model
 from mralign_plugin.pipeline.demo import demo_corpus_path
 
 pytestmark = pytest.mark.integration
@@ -31,15 +28,6 @@ def rollout(i: int, paragraphs: int = 12) -> tuple[str, str, dict]:
     answer = record["gold"][0] if i % 3 == 0 else "Nowhere"
     response = f"<think>\n{thinking}\n\nRollout {i}.\n</think>\n<answer>{answer}</answer><|im_end|>"
     return PROMPT + response, PROMPT, {"gold": record["gold"]}
-
-
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("server")
-    records = [json.loads(x) for x in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
-    write_transitions(tmp / "transitions.json", fit_transition_model(records, PAPER_TAXONOMY))
-    (tmp / "reward.yaml").write_text("transitions: transitions.json\n")
-    return tmp / "reward.yaml"
 
 
 def start(reward_config, *flags) -> tuple[subprocess.Popen, str]:

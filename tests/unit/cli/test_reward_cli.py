@@ -2,7 +2,6 @@
 OpenRLHF's train_ppo_ray flags), the reward wiring and the error messages."""
 
 import doctest
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -11,25 +10,12 @@ import pytest
 import yaml
 
 from mralign_plugin.cli import main
-from mralign_plugin.core.formats import write_transitions
 from mralign_plugin.core.reward import RewardConfig
-from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
-from mralign_plugin.core.transitions import fit_transition_model
-from mralign_plugin.pipeline.demo import demo_corpus_path
 
 REPO = Path(__file__).resolve().parents[3]
 RECIPES = REPO / "recipes"
 PPO_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if "mralign" in (yaml.safe_load(p.read_text()) or {})
                      and "reward_config" in (yaml.safe_load(p.read_text())["mralign"] or {}))
-
-
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ppo")
-    records = [json.loads(x) for x in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
-    write_transitions(tmp / "transitions.json", fit_transition_model(records, PAPER_TAXONOMY))
-    (tmp / "reward.yaml").write_text("transitions: transitions.json\n")
-    return tmp / "reward.yaml"
 
 
 def run(capsys, *argv):

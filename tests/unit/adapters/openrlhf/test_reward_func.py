@@ -1,7 +1,6 @@
 """The reward function file for OpenRLHF's --reward.remote_url: contract shapes, values, the cached
 config, labels with states, errors counted (never raised), and a property-based fuzz."""
 
-import json
 import logging
 import math
 
@@ -13,12 +12,9 @@ from hypothesis import strategies as st
 from mralign_plugin.adapters.openrlhf import reward_func as rf
 from mralign_plugin.adapters.openrlhf.reward_scorer import LOG_KEYS
 from mralign_plugin.annotate.rules import tag_paragraphs
-from mralign_plugin.core.formats import write_transitions
 from mralign_plugin.core.reward import TransitionScores
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
-from mralign_plugin.core.transitions import fit_transition_model
-from mralign_plugin.pipeline.demo import demo_corpus_path
 
 PROMPT = "<|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n"
 RIGHT = ("<think>\nThe question asks for the capital of Australia.\n\nI recall that Canberra was built as a "
@@ -26,15 +22,6 @@ RIGHT = ("<think>\nThe question asks for the capital of Australia.\n\nI recall t
          "<answer>Canberra</answer><|im_end|>")
 GAP = ("<think>\nThe question asks for the capital of Australia.\n\nCanberra comes to mind, but Sydney is the "
        "largest city.\n\nWait, I think it is Sydney.\n</think>\n\n<answer>Sydney</answer><|im_end|>")
-
-
-@pytest.fixture(scope="module")
-def reward_config(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reward")
-    records = [json.loads(x) for x in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
-    write_transitions(tmp / "transitions.json", fit_transition_model(records, PAPER_TAXONOMY))
-    (tmp / "reward.yaml").write_text("transitions: transitions.json\ngamma: 0.2\n")
-    return tmp / "reward.yaml"
 
 
 @pytest.fixture
