@@ -35,8 +35,14 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"mralign serve-reward: {args.config}: {e}", file=sys.stderr)
         return 2
-    from mralign_plugin.adapters.openrlhf.reward_server import serve
+    try:
+        import uvicorn  # noqa: F401  (used by serve; checked here for a clear message)
 
+        from mralign_plugin.adapters.openrlhf.reward_server import serve
+    except ImportError as e:
+        print(f"mralign serve-reward: the server needs starlette and uvicorn ({e.name} is missing): "
+              "pip install 'mralign_plugin[serve]'", file=sys.stderr)
+        return 2
     serve(scorer, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
           max_body_bytes=int(args.max_body_mb * (1 << 20)), graceful_timeout=args.graceful_timeout)
     return 0
