@@ -78,11 +78,12 @@ def _last_epoch_mean(log: list[dict], key: str) -> float:
 
 def run_training(out: Path) -> None:
     """Segment-weighted KTO (MR-ALIGN) vs plain KTO on the weighted demo corpus, same data and seed."""
-    from mralign_plugin.tiny_model import build_tiny_llama
-
     model = out / "tiny-llama"
     if not (model / "config.json").exists():
-        build_tiny_llama(model, seed=0)
+        # A subprocess like the training runs, so library warnings land in the log, not the report.
+        with open(out / "tiny-llama.log", "w") as log:
+            subprocess.run([sys.executable, "-m", "mralign_plugin.tiny_model", str(model)], stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
     print(f"      {'run':<22}{'steps':>6}{'loss':>9}{'margin':>9}{'mean ω':>9}   (last-epoch means)")
     for name, weights in (("MR-ALIGN (weights on)", "on"), ("KTO (weights off)", "off")):
         log = _train_arm(model, out / "weighted.jsonl", out / ("mralign" if weights == "on" else "kto"), weights)

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -87,12 +89,21 @@ def test_duplicate_ids_and_bad_json_are_errors(tmp_path):
 
 
 def test_hub_name_without_datasets_names_the_fix():
-    import importlib.util
-
-    if importlib.util.find_spec("datasets") is not None:
-        pytest.skip("`datasets` is installed; the hub path would try the network")
-    with pytest.raises(ImportError, match="pip install datasets"):
-        load_qa("nq_open")
+    # A child interpreter in which `datasets` cannot be imported (as on a machine without it).
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'datasets': raise ImportError('No module named datasets')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mralign_plugin.pipeline.datasets import load_qa\n"
+        "try:\n"
+        "    load_qa('nq_open')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install datasets" in out, out
 
 
 def test_hub_short_names_map_to_dataset_ids(monkeypatch):
