@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -43,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mralign_plugin.core.answers import contains_gold
-from mralign_plugin.core.formats import MAX_STATES_PER_STEP, TransitionModel
+from mralign_plugin.core.config_file import read_yaml_or_json
+from mralign_plugin.core.formats import TransitionModel
 from mralign_plugin.core.segment import ParsedResponse
+from mralign_plugin.core.taxonomy import MAX_STATES_PER_STEP
 from mralign_plugin.core.transitions import set_transition_prob
 
 MODES = ("transition", "implicit")
@@ -123,13 +124,7 @@ class RewardConfig:
     def load(cls, path: str | Path) -> RewardConfig:
         """Read a YAML (``.yaml``/``.yml``) or JSON reward config."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = read_yaml_or_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a reward config is a mapping of keys, got {type(data).__name__}")
         try:

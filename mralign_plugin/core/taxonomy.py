@@ -8,9 +8,10 @@ the paper's controlled vocabulary, N+1 = ``<stop>``. With the paper's 15 labels,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mralign_plugin.core.config_file import read_yaml_or_json
 
 START_NAME = "<start>"
 STOP_NAME = "<stop>"
@@ -110,14 +111,7 @@ class Taxonomy:
     @classmethod
     def load(cls, path: str | Path) -> Taxonomy:
         """Read a taxonomy from a YAML or JSON file: a list of labels, or ``{labels: [...]}``."""
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = read_yaml_or_json(path)
         if isinstance(data, dict):
             data = data.get("labels")
         return cls.from_entries(data, source=str(path))
