@@ -25,6 +25,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "ahocorasick-rs>=1.0,<2",  # the rules tagger's cue matcher (a compiled automaton)
     ],
     extras_require={
         # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).

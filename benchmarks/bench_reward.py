@@ -113,7 +113,7 @@ def bench_reward_func(rollouts: list, config: Path) -> dict:
 def breakdown(rollouts: list, config: Path) -> dict[str, float]:
     """Microseconds per rollout in each stage of the scoring (same code path, timed piece by piece)."""
     from mralign_plugin.adapters.openrlhf.reward_func import _scorer
-    from mralign_plugin.annotate.rules import tag_paragraphs
+    from mralign_plugin.annotate.rules import tag_spans
     from mralign_plugin.core.reward import parse_label, reward_parts, split_query, strip_special_tokens
     from mralign_plugin.core.segment import parse_response
 
@@ -128,7 +128,7 @@ def breakdown(rollouts: list, config: Path) -> dict[str, float]:
         t1 = clock()
         parsed = parse_response(response)
         t2 = clock()
-        states = tag_paragraphs([response[a:b] for a, b in parsed.paragraphs])
+        states = tag_spans(response, parsed.paragraphs)
         t3 = clock()
         s_trans, _ = scorer.transition_scores.score(states, not parsed.unterminated)
         t4 = clock()

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import re
 
+import ahocorasick_rs
+
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 
@@ -240,21 +242,43 @@ _CUE_RE = re.compile(r"\b" + _trie_regex(sorted(_CUE_WEIGHTS)) + r"(?:\b|(?<=,))
 # 2+ digits (the reference semantics; the fast path counts the same matches on character classes).
 _ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<=[0-9])[0-9]+)")
 
-# ---- the fast path: the same matches, found on byte strings in which cheap scans skip most text ---------
+# ---- the fast path: the same matches, found by a compiled automaton on a byte view -----------------------
 #
-# Python's regex engine costs ~25 ns at every position it tries, and most of a text is mid-word
-# positions, so _CUE_RE spends much of its time failing there. The fast path scans "space view" bytes in
-# which every non-word character is a space: a pattern that opens with a literal " " makes the engine
-# jump from space to space in a tight C loop and try the cue trie only at word starts. Cue phrases in
-# that view have their punctuation turned into spaces too ("double-check" -> "double check", "no," ->
-# "no"), so a hit is checked against the real lower-cased text; a multi-word hit that is not a cue
-# there (e.g. "okay\nso") sends its paragraph to the reference path, which keeps the result exact.
+# Python's regex engine tries _CUE_RE at every word start (~150 ns each, most of the tagger's time).
+# The fast path finds the cues of a whole thinking in one call to a compiled Aho-Corasick automaton
+# (ahocorasick_rs, a DFA in Rust) on a "cue view" of the text: one byte per character, letters
+# lower-cased, every other word character "0" (no cue contains one) and every non-word character
+# kept when cues contain it (" ,-'.") or "#" otherwise. Each cue is a pattern followed by each
+# possible non-word byte, so a pattern ends exactly where _CUE_RE's end boundary holds, and the
+# automaton's leftmost-longest, non-overlapping matches are _CUE_RE's. Patterns cannot require a word
+# boundary before them, so a hit may start inside a word ("measure" holds "sure "): a one-word hit
+# there is dropped (no cue could start inside it), a longer one sends its paragraph to the reference
+# path (it may cover the start of a real cue), which keeps the result exact.
 _WORD_CHARS = b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_SPACE_VIEW = bytes(c if c in _WORD_CHARS else 32 for c in range(256))
-_CUE_SPACED = re.compile(
-    (" " + _trie_regex(sorted({p.encode("ascii").translate(_SPACE_VIEW).decode().rstrip(" ")
-                               for p in _CUE_WEIGHTS})) + r"\b").encode("ascii")
+_CUE_PUNCTUATION = b" ,-'."  # every non-word character that occurs in some cue
+_CUE_VIEW = bytes(
+    c | 32 if c in _WORD_CHARS and chr(c).isalpha() else 48 if c in _WORD_CHARS else c if c in _CUE_PUNCTUATION else 35
+    for c in range(256)
 )
+_IN_WORD = tuple(c in b"0abcdefghijklmnopqrstuvwxyz" for c in range(256))  # a word character, in the cue view
+
+
+def _cue_matcher() -> tuple[ahocorasick_rs.BytesAhoCorasick, list[tuple[tuple[int, float], ...]], list[bool]]:
+    """The automaton, and for each of its patterns the cue's weights and whether the cue is one word."""
+    patterns, weights, one_word = [], [], []
+    for cue, cue_weights in _CUE_WEIGHTS.items():
+        ends = [b""] if cue.endswith(",") else [bytes([c]) for c in _CUE_PUNCTUATION + b"#"]
+        for end in ends:
+            patterns.append(cue.encode("ascii") + end)
+            weights.append(cue_weights)
+            one_word.append(cue.isalpha())
+    matcher = ahocorasick_rs.BytesAhoCorasick(
+        patterns, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest, implementation=ahocorasick_rs.Implementation.DFA
+    )
+    return matcher, weights, one_word
+
+
+_CUE_MATCHER, _PATTERN_WEIGHTS, _PATTERN_ONE_WORD = _cue_matcher()
 # Character classes for the entity counts: a-z -> a, A-Z -> A, 0-9 -> 0, ",;:" -> ",", " " stays,
 # anything else (non-ASCII included) -> ".". _ENTITY_RE's matches are then an "A" after "[a0,] " and
 # before a letter (a capitalised word or acronym) and runs of 2+ digits; both patterns open with a literal.
@@ -271,92 +295,116 @@ _LAST, _LAST_W = _IDX[LAST_BONUS[0]], LAST_BONUS[1]
 _RETRIEVAL, _VERIFY, _FALLBACK = _IDX["retrieval"], _IDX["self_verification"], (FALLBACK,)
 
 
-def _spaced_views(text: str, raw: bytes) -> tuple[bytes, bytes | bytearray] | None:
-    """``(lowered, spaced)`` of ``text`` (``raw`` is its ASCII encoding with "?" for the rest), or None.
+def _cue_view(text: str, raw: bytes, spans: list[tuple[int, int]]) -> bytearray | None:
+    """The cue view of ``text`` (``raw`` is its ASCII encoding with "?" for the rest), or None.
 
-    One byte per character. Non-ASCII characters are "?" in ``lowered`` (no cue contains one) and,
-    when they are word characters, "_" in ``spaced`` (a word character no cue contains), so word
-    boundaries stay those of the str. None (use the reference path) when lower-casing some character
-    changes a length or yields ASCII (the Kelvin sign, a dotted capital I), or when non-ASCII text is long.
+    A non-ASCII character is "0" when it is a word character (so word boundaries stay those of the
+    str), else "#". The bytes just before and after each span are "#", so the view of a span is that
+    of the span alone. None (use the reference path) when lower-casing some character changes a length
+    or yields ASCII (the Kelvin sign, a dotted capital I), or when non-ASCII text is long.
     """
-    lowered = raw.lower()
-    spaced = lowered.translate(_SPACE_VIEW)
-    if text.isascii():
-        return lowered, spaced
-    spaced = bytearray(spaced)
-    n_non_ascii = 0
-    i = raw.find(b"?")
-    while i >= 0:
-        ch = text[i]
-        if ch != "?":
-            n_non_ascii += 1
-            low = ch.lower()
-            if n_non_ascii > _MAX_NON_ASCII or len(low) != 1 or low.isascii():
-                return None
-            if low.isalnum() or low == "_":
-                spaced[i] = 95  # "_"
-        i = raw.find(b"?", i + 1)
-    return lowered, spaced
+    view = bytearray(raw.translate(_CUE_VIEW))
+    if not text.isascii():
+        n_non_ascii = 0
+        i = raw.find(b"?")
+        while i >= 0:
+            ch = text[i]
+            if ch != "?":
+                n_non_ascii += 1
+                low = ch.lower()
+                if n_non_ascii > _MAX_NON_ASCII or len(low) != 1 or low.isascii():
+                    return None
+                if low.isalnum() or low == "_":
+                    view[i] = 48  # "0"
+            i = raw.find(b"?", i + 1)
+    for start, end in spans:
+        view[start - 1] = view[end] = 35  # "#"
+    return view
+
+
+def _cue_scores(text: str, raw: bytes, spans: list[tuple[int, int]]) -> list[list[float] | None]:
+    """The scores of the states in each span after its cues (see _reference_scores), or None: use that."""
+    view = _cue_view(text, raw, spans)
+    if view is None:
+        return [None] * len(spans)
+    found: list[list[float] | None] = [_TIE.copy() for _ in spans]
+    weights, one_word, in_word = _PATTERN_WEIGHTS, _PATTERN_ONE_WORD, _IN_WORD
+    k, (span_start, span_end), scores = 0, spans[0], found[0]
+    for pattern, start, _ in _CUE_MATCHER.find_matches_as_indexes(view):
+        while start >= span_end:  # a hit after this span: move on (hits are in order)
+            k += 1
+            if k == len(spans):
+                return found
+            (span_start, span_end), scores = spans[k], found[k]
+        if start < span_start:  # between spans
+            continue
+        if in_word[view[start - 1]]:  # the hit starts inside a word: not a cue
+            if not one_word[pattern]:
+                found[k] = scores = None  # ...but it may hide one that starts inside it
+            continue
+        if scores is not None:
+            for state, weight in weights[pattern]:
+                scores[state] += weight
+    return found
+
+
+def _reference_scores(paragraph: str) -> list[float]:
+    """The score of each state after the cues of one paragraph (_CUE_RE, the definition): tie epsilon + weights."""
+    scores = _TIE.copy()
+    for phrase in _CUE_RE.findall(paragraph.lower()):
+        for state, weight in _CUE_WEIGHTS[phrase]:
+            scores[state] += weight
+    return scores
+
+
+def tag_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
+    """:func:`tag_paragraph` of ``text[a:b]`` for each span, as the paragraphs of one thinking in order.
+
+    Args:
+        text: a text holding the paragraphs, e.g. a whole response.
+        spans: ``(start, end)`` of each paragraph, in order, with at least one character between two
+            spans (as ``parse_response(text).paragraphs``).
+    """
+    if not spans:
+        return []
+    # "\n" around the text: the cue view ends every span with a non-word byte, and none starts at 0.
+    return _tag_spans(f"\n{text}\n", [(a + 1, b + 1) for a, b in spans], 0, len(spans))
 
 
 def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
-    """States of ``text[a:b]`` for each span, the first at ``position``; the byte before a span is not a word character."""
+    """States of ``text[a:b]`` for each span, the first at ``position``; 0 < a, b < len(text) (see tag_spans)."""
     raw = text.encode("ascii", "replace")  # one byte per character, so spans index it too
-    views = _spaced_views(text, raw)
-    classes = raw.translate(_CLASS_VIEW)
-    tie, cue_weights, find_cues = _TIE, _CUE_BYTES, _CUE_SPACED.finditer
+    classes = bytearray(raw.translate(_CLASS_VIEW))
+    for start, end in spans:  # what surrounds a span is not seen by the entity counts
+        classes[start - 1] = classes[end] = 46  # "."
     find_capitalised, find_numbers = _CAPITALISED.findall, _NUMBER.findall
     out = []
-    for start, end in spans:
-        cues = None
-        if views is not None:
-            lowered, spaced = views
-            cues = []
-            for hit in find_cues(spaced, start - 1, end):
-                a, b = hit.span()
-                weights = cue_weights.get(lowered[a + 1 : b])
-                if weights is None:
-                    if lowered[b : b + 1] == b",":  # "no," is "no" in the space view
-                        weights = cue_weights.get(lowered[a + 1 : b + 1])
-                    if weights is None:
-                        if lowered[a + 1 : b].isalpha():
-                            continue  # one word that is no cue: nothing shorter could match here either
-                        cues = None  # a multi-word hit across other punctuation: check this paragraph exactly
-                        break
-                cues.append(weights)
-        if cues is None:
-            cues = [_CUE_WEIGHTS[p] for p in _CUE_RE.findall(text[start:end].lower())]
-        scores: dict[int, float] = {}  # state -> score, for the states something touched
-        for weights in cues:
-            for state, weight in weights:
-                scores[state] = scores.get(state, tie[state]) + weight
+    for (start, end), scores in zip(spans, _cue_scores(text, raw, spans), strict=True):
+        if scores is None:
+            scores = _reference_scores(text[start:end])
         if position == 0:
-            scores[_FIRST] = scores.get(_FIRST, tie[_FIRST]) + _FIRST_W
+            scores[_FIRST] += _FIRST_W
         elif position == n_paragraphs - 1:
-            scores[_LAST] = scores.get(_LAST, tie[_LAST]) + _LAST_W
+            scores[_LAST] += _LAST_W
         if position > 0 and text.find("?", start, end) >= 0:
-            scores[_VERIFY] = scores.get(_VERIFY, tie[_VERIFY]) + QUESTION_WEIGHT
+            scores[_VERIFY] += QUESTION_WEIGHT
         n_entities = len(find_capitalised(classes, start, end)) + len(find_numbers(classes, start, end))
         if n_entities:
-            scores[_RETRIEVAL] = scores.get(_RETRIEVAL, tie[_RETRIEVAL]) + min(ENTITY_WEIGHT * n_entities, ENTITY_CAP)
-        out.append(_decide(scores))
+            scores[_RETRIEVAL] += min(ENTITY_WEIGHT * n_entities, ENTITY_CAP)
+        # The top state, and the runner-up when strong and close (no two states score the same: ties differ).
+        top_score = max(scores)
+        if top_score < 0.5:  # only tie-break epsilons: no cue fired
+            out.append(_FALLBACK)
+        else:
+            top = scores.index(top_score)
+            scores[top] = 0.0
+            second_score = max(scores)
+            if second_score >= SECOND_MIN and second_score >= SECOND_RATIO * top_score:
+                out.append((STATES[top], STATES[scores.index(second_score)]))
+            else:
+                out.append((STATES[top],))
         position += 1
     return out
-
-
-def _decide(scores: dict[int, float]) -> tuple[str, ...]:
-    """The top state, and the runner-up when strong and close (a state no cue touched scores its tie epsilon)."""
-    if not scores:
-        return _FALLBACK
-    top = max(scores, key=scores.__getitem__)
-    top_score = scores.pop(top)
-    if top_score < 0.5:  # only tie-break epsilons: no cue fired
-        return _FALLBACK
-    if scores:
-        second = max(scores, key=scores.__getitem__)
-        if scores[second] >= SECOND_MIN and scores[second] >= SECOND_RATIO * top_score:
-            return (STATES[top], STATES[second])
-    return (STATES[top],)
 
 
 def tag_paragraph(text: str, position: int = 0, n_paragraphs: int = 1) -> tuple[str, ...]:
@@ -370,17 +418,16 @@ def tag_paragraph(text: str, position: int = 0, n_paragraphs: int = 1) -> tuple[
     Returns:
         One or two state names, the higher-scoring first.
     """
-    return _tag_spans("\n" + text, [(1, len(text) + 1)], position, n_paragraphs)[0]
+    return _tag_spans(f"\n{text}\n", [(1, len(text) + 1)], position, n_paragraphs)[0]
 
 
 def tag_paragraphs(paragraphs: list[str]) -> list[tuple[str, ...]]:
     """:func:`tag_paragraph` over the paragraphs of one thinking, in order, scanning them as one text."""
-    spans, start = [], 1
+    spans, start = [], 0
     for paragraph in paragraphs:
         spans.append((start, start + len(paragraph)))
         start += len(paragraph) + 1
-    # "\n" before each paragraph: a non-word character no cue, entity or number can span.
-    return _tag_spans("\n" + "\n".join(paragraphs), spans, 0, len(paragraphs))
+    return tag_spans("\n".join(paragraphs), spans)  # "\n": a non-word character no cue, entity or number spans
 
 
 def check_taxonomy(taxonomy: Taxonomy) -> None:

@@ -28,7 +28,7 @@ _PUNCT_BYTES = string.punctuation.encode("ascii")
 _SHORT = 256  # texts up to this length are simply normalised (answers); longer ones (thoughts) are searched
 # Non-ASCII characters whose lower case contains ASCII: with neither present, ASCII lower-casing of
 # the bytes finds every ASCII word that str.lower() would.
-_LOWER_TO_ASCII = ("\u0130".encode(), "\u212a".encode())  # dotted capital I, Kelvin sign
+_LOWER_TO_ASCII = ("\u0130", "\u212a")  # dotted capital I, Kelvin sign
 # After a token of the normalised text: whitespace, the end, or an article word (normalisation deletes it).
 _TOKEN_END = r"(?=\s|\Z|(?<!\w)(?:a|an|the)(?!\w))"
 _GAP = r"(?:\s|(?<!\w)(?:a|an|the)(?!\w))+"  # between two tokens: whitespace and article words
@@ -97,7 +97,7 @@ def _contains_long(text: str, needles: list[_Needle]) -> bool:
     except UnicodeEncodeError:
         raw, encoding = text.encode("utf-8", "surrogatepass"), "utf-8"
     folded_bytes = None
-    if encoding == "latin-1" or not any(c in raw for c in _LOWER_TO_ASCII):
+    if encoding == "latin-1" or not (_LOWER_TO_ASCII[0] in text or _LOWER_TO_ASCII[1] in text):
         # No character lower-cases to ASCII, so ASCII lower-casing of the bytes puts every ASCII word
         # of P where P has it, and other characters keep their case, which changes none of the tests
         # of the search (whitespace, word character): enough for needles that are ASCII.

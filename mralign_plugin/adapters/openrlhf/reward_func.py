@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 
+import numpy as np
 import torch
 
 from mralign_plugin.adapters.openrlhf.reward_scorer import ERROR_PARTS, RewardScorer, load_scorer, reply
@@ -67,7 +68,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list, **kwargs) 
         n = len(queries) if isinstance(queries, list | tuple) else 1
         result = reply([dataclasses.replace(ERROR_PARTS, error=f"{type(e).__name__}: {e}")] * n)
     return {
-        "rewards": torch.tensor(result["rewards"], dtype=torch.float32),  # (B,)
-        "scores": torch.tensor(result["scores"], dtype=torch.float32),  # (B,)
+        "rewards": torch.from_numpy(np.array(result["rewards"], dtype=np.float32)),  # (B,)
+        "scores": torch.from_numpy(np.array(result["scores"], dtype=np.float32)),  # (B,)
         "extra_logs": result["extra_logs"],
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mralign_plugin.annotate.rules import STATES as RULES_STATES
-from mralign_plugin.annotate.rules import tag_paragraphs
+from mralign_plugin.annotate.rules import tag_spans
 from mralign_plugin.core.formats import read_transitions
 from mralign_plugin.core.reward import (
     ERROR_PARTS,
@@ -109,7 +109,7 @@ class RewardScorer:
         gold, steps = parse_label(label)
         parsed = parse_response(response)
         if steps is None:  # one step per thinking paragraph, tagged by the rules tagger
-            states = tag_paragraphs([response[a:b] for a, b in parsed.paragraphs])
+            states = tag_spans(response, parsed.paragraphs)
             if self.implicit is not None:
                 steps = [{"paragraphs": [i], "states": list(s)} for i, s in enumerate(states)]
         else:
