@@ -254,12 +254,22 @@ _ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<
 # boundary before them, so a hit may start inside a word ("measure" holds "sure "): a one-word hit
 # there is dropped (no cue could start inside it), a longer one sends its paragraph to the reference
 # path (it may cover the start of a real cue), which keeps the result exact.
-_WORD_CHARS = b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#
+# The bytes are the text's Latin-1 encoding when it has one (most text: a copy), else its ASCII
+# encoding with "?" for the rest, whose word characters are then marked one by one. Lower-casing a
+# Latin-1 character never changes its length or makes it ASCII, so the view of its byte is fixed.
 _CUE_PUNCTUATION = b" ,-'."  # every non-word character that occurs in some cue
-_CUE_VIEW = bytes(
-    c | 32 if c in _WORD_CHARS and chr(c).isalpha() else 48 if c in _WORD_CHARS else c if c in _CUE_PUNCTUATION else 35
-    for c in range(256)
-)
+
+
+def _cue_view_byte(c: int) -> int:
+    ch = chr(c).lower()
+    assert len(ch) == 1 and ch.isascii() == (c < 128), ch  # true of every Latin-1 character
+    if ch.isalnum() or ch == "_":
+        return ord(ch) if "a" <= ch <= "z" else 48  # "0"
+    return c if c in _CUE_PUNCTUATION else 35  # "#"
+
+
+_CUE_VIEW = bytes(_cue_view_byte(c) for c in range(256))
 _IN_WORD = tuple(c in b"0abcdefghijklmnopqrstuvwxyz" for c in range(256))  # a word character, in the cue view
 
 
@@ -295,16 +305,24 @@ _LAST, _LAST_W = _IDX[LAST_BONUS[0]], LAST_BONUS[1]
 _RETRIEVAL, _VERIFY, _FALLBACK = _IDX["retrieval"], _IDX["self_verification"], (FALLBACK,)
 
 
-def _cue_view(text: str, raw: bytes, spans: list[tuple[int, int]]) -> bytearray | None:
-    """The cue view of ``text`` (``raw`` is its ASCII encoding with "?" for the rest), or None.
+def _text_bytes(text: str) -> tuple[bytes, bool]:
+    """``text`` as one byte per character: its Latin-1 encoding (True), else ASCII with "?" for the rest."""
+    try:
+        return text.encode("latin-1"), True
+    except UnicodeEncodeError:
+        return text.encode("ascii", "replace"), False
 
-    A non-ASCII character is "0" when it is a word character (so word boundaries stay those of the
-    str), else "#". The bytes just before and after each span are "#", so the view of a span is that
-    of the span alone. None (use the reference path) when lower-casing some character changes a length
-    or yields ASCII (the Kelvin sign, a dotted capital I), or when non-ASCII text is long.
+
+def _cue_view(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]]) -> bytearray | None:
+    """The cue view of ``text`` (``raw``, ``latin1`` from :func:`_text_bytes`), or None.
+
+    The bytes just before and after each span are "#", so the view of a span is that of the span
+    alone. Beyond Latin-1, each "?" that stands for a word character becomes "0"; None (use the
+    reference path) when lower-casing some character changes a length or yields ASCII (the Kelvin
+    sign, a dotted capital I), or when such text is long.
     """
-    view = bytearray(raw.translate(_CUE_VIEW))
-    if not text.isascii():
+    view = bytearray(raw).translate(_CUE_VIEW)
+    if not latin1:
         n_non_ascii = 0
         i = raw.find(b"?")
         while i >= 0:
@@ -322,9 +340,9 @@ def _cue_view(text: str, raw: bytes, spans: list[tuple[int, int]]) -> bytearray 
     return view
 
 
-def _cue_scores(text: str, raw: bytes, spans: list[tuple[int, int]]) -> list[list[float] | None]:
+def _cue_scores(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]]) -> list[list[float] | None]:
     """The scores of the states in each span after its cues (see _reference_scores), or None: use that."""
-    view = _cue_view(text, raw, spans)
+    view = _cue_view(text, raw, latin1, spans)
     if view is None:
         return [None] * len(spans)
     found: list[list[float] | None] = [_TIE.copy() for _ in spans]
@@ -367,19 +385,20 @@ def tag_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
     """
     if not spans:
         return []
-    # "\n" around the text: the cue view ends every span with a non-word byte, and none starts at 0.
-    return _tag_spans(f"\n{text}\n", [(a + 1, b + 1) for a, b in spans], 0, len(spans))
+    if spans[0][0] == 0 or spans[-1][1] == len(text):  # pad: _tag_spans needs a character around each span
+        return _tag_spans(f"\n{text}\n", [(a + 1, b + 1) for a, b in spans], 0, len(spans))
+    return _tag_spans(text, spans, 0, len(spans))
 
 
 def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
     """States of ``text[a:b]`` for each span, the first at ``position``; 0 < a, b < len(text) (see tag_spans)."""
-    raw = text.encode("ascii", "replace")  # one byte per character, so spans index it too
-    classes = bytearray(raw.translate(_CLASS_VIEW))
+    raw, latin1 = _text_bytes(text)  # one byte per character, so spans index it too
+    classes = bytearray(raw).translate(_CLASS_VIEW)
     for start, end in spans:  # what surrounds a span is not seen by the entity counts
         classes[start - 1] = classes[end] = 46  # "."
     find_capitalised, find_numbers = _CAPITALISED.findall, _NUMBER.findall
     out = []
-    for (start, end), scores in zip(spans, _cue_scores(text, raw, spans), strict=True):
+    for (start, end), scores in zip(spans, _cue_scores(text, raw, latin1, spans), strict=True):
         if scores is None:
             scores = _reference_scores(text[start:end])
         if position == 0:
@@ -388,7 +407,9 @@ def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragra
             scores[_LAST] += _LAST_W
         if position > 0 and text.find("?", start, end) >= 0:
             scores[_VERIFY] += QUESTION_WEIGHT
-        n_entities = len(find_capitalised(classes, start, end)) + len(find_numbers(classes, start, end))
+        n_entities = len(find_capitalised(classes, start, end))
+        if classes.find(b"00", start, end) >= 0:  # half the paragraphs have no number: skip the regex
+            n_entities += len(find_numbers(classes, start, end))
         if n_entities:
             scores[_RETRIEVAL] += min(ENTITY_WEIGHT * n_entities, ENTITY_CAP)
         # The top state, and the runner-up when strong and close (no two states score the same: ties differ).

@@ -25,6 +25,7 @@ from typing import NamedTuple
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 _PUNCT_BYTES = string.punctuation.encode("ascii")
+_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())  # bytes.lower()
 _SHORT = 256  # texts up to this length are simply normalised (answers); longer ones (thoughts) are searched
 # Non-ASCII characters whose lower case contains ASCII: with neither present, ASCII lower-casing of
 # the bytes finds every ASCII word that str.lower() would.
@@ -101,7 +102,7 @@ def _contains_long(text: str, needles: list[_Needle]) -> bool:
         # No character lower-cases to ASCII, so ASCII lower-casing of the bytes puts every ASCII word
         # of P where P has it, and other characters keep their case, which changes none of the tests
         # of the search (whitespace, word character): enough for needles that are ASCII.
-        folded_bytes = raw.lower().translate(None, _PUNCT_BYTES)
+        folded_bytes = raw.translate(_ASCII_LOWER, _PUNCT_BYTES)  # one pass
         needles = [n for n in needles if all(w in folded_bytes for w in n.ascii_words)]
         if text.isascii():
             needles = [n for n in needles if len(n.ascii_words) == len(n.words)]

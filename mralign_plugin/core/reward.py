@@ -220,11 +220,13 @@ class TransitionScores:
         """
         prev = self.start
         total, n = 0.0, 0
+        memo = self._memo
         for states in step_states:
             if not states:
                 continue
             cur = states if type(states) is tuple else tuple(states)
-            total += self.step(prev, cur)
+            value = memo.get((prev, cur))
+            total += self.step(prev, cur) if value is None else value
             n += 1
             prev = cur
         if n == 0:

@@ -77,17 +77,25 @@ def split_paragraphs(text: str, offset: int = 0) -> list[Span]:
         >>> split_paragraphs("A.\n\nB.", offset=7)
         [(7, 9), (11, 13)]
     """
+    if offset == 0:
+        return _paragraph_spans(text, 0, len(text))
+    return [(start + offset, end + offset) for start, end in _paragraph_spans(text, 0, len(text))]
+
+
+def _paragraph_spans(text: str, start: int, stop: int) -> list[Span]:
+    """:func:`split_paragraphs` of ``text[start:stop]``, with spans that index ``text`` (no copy is made)."""
     spans = []
-    start = _LEADING_SPACE.match(text).end()
-    stop = len(text.rstrip())
+    start = _LEADING_SPACE.match(text, start, stop).end()
+    while stop > start and text[stop - 1].isspace():
+        stop -= 1
     for sep in _BLANK_LINE.finditer(text, start, stop):
         end = sep.start()
         while text[end - 1].isspace():  # trailing "\r" or spaces before the line break
             end -= 1
-        spans.append((start + offset, end + offset))
+        spans.append((start, end))
         start = sep.end()
     if start < stop:
-        spans.append((start + offset, stop + offset))
+        spans.append((start, stop))
     return spans
 
 
@@ -153,7 +161,7 @@ def parse_response(response: str) -> ParsedResponse:
         False
     """
     blocks, after_think = _think_blocks(response)
-    paragraphs = tuple(span for start, end in blocks for span in split_paragraphs(response[start:end], start))
+    paragraphs = tuple(span for start, end in blocks for span in _paragraph_spans(response, start, end))
     n = len(response)
     tag = -1 if after_think is None else response.find(_ANSWER_OPEN, after_think)
     if after_think is None:  # truncated inside the thinking
@@ -168,7 +176,9 @@ def parse_response(response: str) -> ParsedResponse:
         think_spans=tuple(blocks),
         paragraphs=paragraphs,
         answer_span=answer_span,
-        thinking="\n\n".join(response[start:end] for start, end in blocks),
+        thinking=response[blocks[0][0] : blocks[0][1]] if len(blocks) == 1 else "\n\n".join(
+            response[start:end] for start, end in blocks
+        ),
         answer=response[answer_span[0] : answer_span[1]],
         has_thinking=bool(paragraphs),
         unterminated=after_think is None,
