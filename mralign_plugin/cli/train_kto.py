@@ -115,6 +115,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt.path", type=str, default="./ckpt/checkpoints_kto", help="DeepSpeed checkpoints")
     p.add_argument("--ckpt.save_steps", type=int, default=-1, help="-1: only the final model")
     p.add_argument("--ckpt.save_hf", action="store_true", default=False, help="also an HF model per checkpoint")
+    p.add_argument("--ckpt.save_merged", action="store_true", default=False,
+                   help="LoRA: beside every saved adapter (the final one, and each ckpt.save_hf one) also write "
+                        "<dir>/merged, the base with the adapter merged in: a plain HF model that loads without "
+                        "peft. Rank 0 merges on the CPU (host RAM for one copy of the base, at the base "
+                        "checkpoint's dtype; a 4-bit base is merged unquantized, as openrlhf.cli.lora_combiner does)")
     p.add_argument("--ckpt.disable_ds", action="store_true", default=False)
     p.add_argument("--ckpt.max_num", type=int, default=3)
     p.add_argument("--ckpt.max_mem", type=int, default=int(1e8))

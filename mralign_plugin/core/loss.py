@@ -19,34 +19,34 @@ import torch
 from torch import Tensor
 
 
-def _check_shapes(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor) -> Tensor:
-    """Shape checks shared by both functions; returns the mask as bool (B, T)."""
+def _check_shapes(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Shape checks shared by both functions; returns the mask (B, T) as bool and as 0/1 in the log-probs' dtype."""
     if policy_logps.dim() != 2 or policy_logps.shape != ref_logps.shape or policy_logps.shape != mask.shape:
         raise ValueError(
             "policy_logps, ref_logps and mask must all be (B, T); got "
             f"{tuple(policy_logps.shape)}, {tuple(ref_logps.shape)}, {tuple(mask.shape)}"
         )
-    return mask.bool()
+    mask = mask.bool()
+    return mask, mask.view(torch.uint8).to(policy_logps.dtype)  # (B, T) each; uint8 view: bool->float is slow on CPU
 
 
 def _masked_logratio(
-    policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, weights: Tensor | None
+    policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, scale: Tensor, weights: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """Σ_t ω_t mask_t (policy_t − ref_t) → (B,), checked finite; also returns ω·mask (B, T).
+    """Σ_t scale_t (policy_t − ref_t) → (B,), checked finite; scale (B, T) is ω·mask (mask alone if no ω).
 
     A non-finite log-prob or weight on a response token makes its row's sum non-finite, so one check on
     the (B,) result covers every input. Padding may hold -inf / nan (0 · inf = nan in the fast product):
     then the sum is redone with ``where``, which ignores masked positions, and the error names the input
-    only if a response token is at fault.
+    only if a response token is at fault. Returns the reward and the scale actually used (rebuilt with
+    ``where`` in that case, so a caller summing it never sees padding's nan).
     """
-    scale = mask.view(torch.uint8).to(policy_logps.dtype)  # (B, T) 0/1; uint8 view: bool->float is slow on CPU
-    if weights is not None:
-        scale.mul_(weights.detach())  # (B, T) ω·mask, in place on the fresh mask copy: the weighting costs one product
     reward = ((policy_logps - ref_logps) * scale).sum(-1)  # (B,)
     if not torch.isfinite(reward.detach()).all():
         diff = torch.where(mask, policy_logps - ref_logps, torch.zeros_like(policy_logps))  # (B, T)
         if weights is not None:
-            diff = diff * torch.where(mask, weights, torch.zeros_like(weights))  # (B, T)
+            scale = torch.where(mask, weights.detach(), torch.zeros_like(weights)).to(scale.dtype)  # (B, T)
+            diff = diff * scale  # (B, T)
         reward = diff.sum(-1)  # (B,)
         if not torch.isfinite(reward.detach()).all():
             culprits = [name for name, x in (("policy_logps", policy_logps), ("ref_logps", ref_logps),
@@ -79,11 +79,11 @@ def kto_reference_point(policy_logps: Tensor, ref_logps: Tensor, mask: Tensor, *
         >>> kto_reference_point(p, r, torch.ones(2, 2))  # mean(0.5, 3.0)
         tensor(1.7500)
     """
-    mask = _check_shapes(policy_logps, ref_logps, mask)
+    mask, scale = _check_shapes(policy_logps, ref_logps, mask)
     if policy_logps.shape[0] == 0:
         raise ValueError("kto_reference_point needs at least one mismatched pair")
     # Interpretation: z0 unweighted (paper silent, method/MRALIGN.md §9 item 5).
-    kl = _masked_logratio(policy_logps.detach(), ref_logps.detach(), mask, None)[0].mean()  # ()
+    kl = _masked_logratio(policy_logps.detach(), ref_logps.detach(), mask, scale, None)[0].mean()  # ()
     return kl.clamp(min=0) if clamp else kl
 
 
@@ -97,6 +97,7 @@ def kto_loss(
     beta: float = 0.1,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.5,
+    weights_masked: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """MR-ALIGN loss, Eqs. 9, 11, 12 (plain KTO, Eqs. 1–4, when ``token_weights`` is None or all ones).
 
@@ -111,6 +112,8 @@ def kto_loss(
         beta (float): β. Default 0.1 (paper, Table 13).
         desirable_weight (float): λ_c. Default 1.0.
         undesirable_weight (float): λ_r. Default 1.5 (paper, Table 13).
+        weights_masked (bool): the caller guarantees ``token_weights`` is 0 wherever ``mask`` is 0 (as
+            the trainer's collate builds it), so ω·mask = ω and the product is skipped. Default False.
 
     Returns:
         tuple[Tensor, dict[str, Tensor]]: the scalar loss (mean over all B rows of Eq. 11's summand) and
@@ -128,25 +131,30 @@ def kto_loss(
         >>> round(loss.item(), 4)  # 1 - sigmoid(1.0)
         0.2689
     """
-    mask = _check_shapes(policy_logps, ref_logps, mask)
+    mask, scale = _check_shapes(policy_logps, ref_logps, mask)
     batch = policy_logps.shape[0]
     if batch == 0:
         raise ValueError("kto_loss got an empty batch")
     if desirable.shape != (batch,):
         raise ValueError(f"desirable must be (B,) = ({batch},); got {tuple(desirable.shape)}")
-    tokens_per_row = mask.sum(-1)  # (B,)
-    if not tokens_per_row.all():
+    # Counted on the 0/1 float mask (a bool sum is slower on CPU); one host copy serves the check below and
+    # mean_token_weight's denominator.
+    tokens_per_row = scale.sum(-1).tolist()  # B floats
+    if not all(tokens_per_row):
         raise ValueError("a row has no response token (all masked): drop it before the loss")
     if token_weights is not None:
         if token_weights.shape != policy_logps.shape:
             raise ValueError(f"token_weights must be (B, T); got {tuple(token_weights.shape)}")
-        token_weights = token_weights.to(policy_logps.dtype)
+        if weights_masked:
+            scale = token_weights.detach().to(policy_logps.dtype)  # (B, T) ω = ω·mask already: no product
+        else:
+            scale.mul_(token_weights.detach())  # (B, T) ω·mask, in place (ω cast): the weighting's one extra product
     z0 = torch.as_tensor(z0, dtype=policy_logps.dtype, device=policy_logps.device).detach()
     if not torch.isfinite(z0):
         raise ValueError(f"z0 must be finite; got {z0.item()}")
     desirable = desirable.bool()
 
-    reward, weights_on_mask = _masked_logratio(policy_logps, ref_logps.detach(), mask, token_weights)  # (B,)  Eq. 9
+    reward, scale = _masked_logratio(policy_logps, ref_logps.detach(), mask, scale, token_weights)  # (B,)  Eq. 9
     chosen = desirable_weight * (1 - torch.sigmoid(beta * (reward - z0)))  # (B,)  Eq. 12, D⁺
     rejected = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - reward)))  # (B,)  Eq. 12, D⁻
     loss = torch.where(desirable, chosen, rejected).mean()  # ()  Eq. 11
@@ -161,7 +169,7 @@ def kto_loss(
         if token_weights is None:
             mean_weight = scaled.new_ones(())
         else:
-            mean_weight = weights_on_mask.sum() / tokens_per_row.sum()
+            mean_weight = scale.sum() / sum(tokens_per_row)
     metrics = {
         "kl": z0,
         "rewards/chosen": reward_chosen,

@@ -85,15 +85,41 @@ def test_resume_continues_the_step_count(tiny_model, weighted_run, tmp_path):
     assert [row["epoch"] for row in log] == [0, 0] + [1] * 5
 
 
+def assert_merged_matches_adapter(tiny_model: Path, adapter_dir: Path) -> None:
+    """``adapter_dir/merged`` loads with plain transformers, holds no LoRA module, and gives the logits of the
+    base + adapter peft model (float32, a fixed input) within 1e-5, while differing from the base's."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(adapter_dir / "merged", dtype=torch.float32)
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert merged.state_dict().keys() == base.state_dict().keys()
+    ids = AutoTokenizer.from_pretrained(adapter_dir / "merged")("<think>\nThe capital of France.\n</think>",
+                                                                 return_tensors="pt").input_ids
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, adapter_dir)
+        assert any("lora" in name for name, _ in adapted.named_modules())
+        expected, got = adapted(ids).logits, merged(ids).logits
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert (got - base_logits).abs().max().item() > 1e-4  # the adapter did change the model
+
+
 def test_lora_micro_batch_one_accumulated_kl(tiny_model, tmp_path):
-    """LoRA with the reference = policy with its adapter disabled; z0 pairs across micro-batches."""
+    """LoRA with the reference = policy with its adapter disabled; z0 pairs across micro-batches; the adapter
+    and the merged model (ckpt.save_merged), at the end and with the step-4 HF checkpoint, are saved."""
     log = run_train(tiny_model, tmp_path, "ds.lora.rank=4", "ds.lora.alpha=8", "train.micro_batch_size=1",
-                    "train.batch_size=2", "kto.kl_mode=accumulated", "data.max_samples=8", "ckpt.save_steps=-1")
+                    "train.batch_size=2", "kto.kl_mode=accumulated", "data.max_samples=8", "ckpt.save_steps=4",
+                    "ckpt.save_hf=true", "ckpt.disable_ds=true", "ckpt.save_merged=true")
     assert len(log) == 4 and all(math.isfinite(row["loss"]) for row in log)
     from safetensors.torch import load_file
 
     adapter = load_file(tmp_path / "model" / "adapter_model.safetensors")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0
+    assert_merged_matches_adapter(tiny_model, tmp_path / "model")
+    assert_merged_matches_adapter(tiny_model, tmp_path / "ckpt" / "global_step4_hf")  # the same weights
 
 
 SMALL = ("train.micro_batch_size=1", "train.batch_size=2", "data.max_samples=8", "kto.kl_mode=fixed",
@@ -129,5 +155,11 @@ def test_reference_cache_is_reused(tiny_model, precomputed_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, lora", [(2, 0), (3, 4)])
 def test_zero_stages(tiny_model, tmp_path, stage, lora):
-    log = run_train(tiny_model, tmp_path, f"ds.zero_stage={stage}", f"ds.lora.rank={lora}", "ckpt.save_steps=-1")
+    """ZeRO-3 partitions the LoRA weights: the merged model must come from the gathered adapter."""
+    log = run_train(tiny_model, tmp_path, f"ds.zero_stage={stage}", f"ds.lora.rank={lora}", "ckpt.save_steps=-1",
+                    "ckpt.save_merged=true")
     assert len(log) == 5 and all(math.isfinite(row["loss"]) for row in log)
+    if lora:
+        assert_merged_matches_adapter(tiny_model, tmp_path / "model")
+    else:
+        assert not (tmp_path / "model" / "merged").exists()  # a full fine-tune is saved whole anyway

@@ -176,6 +176,7 @@ class KTOTrainer:
         loss, metrics = kto_loss(
             policy_logps, ref_logps, mask, desirable, z0, token_weights=weights, beta=self.beta,
             desirable_weight=self.desirable_weight, undesirable_weight=self.undesirable_weight,
+            weights_masked=True,  # pad_rows writes ω on response tokens only, 0 elsewhere
         )
         self.strategy.backward(loss, self.model, self.optimizer)
         self.strategy.optimizer_step(self.optimizer, self.model, self.scheduler)
@@ -268,4 +269,29 @@ class KTOTrainer:
                 self.model.model, args.ckpt.path, tag, args.ckpt.max_num, args.ckpt.max_mem, client_states
             )
         if args.ckpt.save_hf:
-            self.strategy.save_model(self.model, self.tokenizer, os.path.join(args.ckpt.path, f"{tag}_hf"))
+            self.save_hf_model(os.path.join(args.ckpt.path, f"{tag}_hf"))
+
+    def save_hf_model(self, output_dir: str) -> None:
+        """The HF model (LoRA: the adapter) in ``output_dir``; with ``ckpt.save_merged`` on a LoRA run, also the
+        base with that adapter merged in, in ``output_dir/merged``."""
+        self.strategy.save_model(self.model, self.tokenizer, output_dir)
+        if self.args.ckpt.save_merged and self.args.ds.lora.rank > 0:
+            self._save_merged(output_dir, os.path.join(output_dir, "merged"))
+
+    def _save_merged(self, adapter_dir: str, merged_dir: str) -> None:
+        """Rank 0 loads the base and the adapter just saved in ``adapter_dir`` on the CPU and merges them with peft's
+        ``merge_and_unload``, as ``openrlhf.cli.lora_combiner`` does. Reading the adapter back from disk leaves the
+        training model untouched and is right under every ZeRO stage: ``save_model`` gathered ZeRO-3's partitions
+        into that file."""
+        if self.strategy.is_rank_0():
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            base = AutoModelForCausalLM.from_pretrained(
+                self.args.model.model_name_or_path, dtype="auto", trust_remote_code=True  # the checkpoint's dtype
+            )
+            merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+            merged.save_pretrained(merged_dir)
+            self.tokenizer.save_pretrained(merged_dir)
+            del base, merged
+        torch.distributed.barrier()

@@ -18,10 +18,11 @@ from mralign_plugin.adapters.openrlhf import check_openrlhf_version, cpu
 
 
 def train(args) -> None:
-    """Build everything, train, save the final HF model (LoRA: the adapter only) to ``ckpt.output_dir``."""
+    """Build everything, train, save the final HF model to ``ckpt.output_dir`` (LoRA: the adapter, and with
+    ``ckpt.save_merged`` the merged model in ``ckpt.output_dir/merged``)."""
     trainer, consumed_samples, num_update_steps_per_epoch = build_trainer(args)
     trainer.fit(args, consumed_samples, num_update_steps_per_epoch)
-    trainer.strategy.save_model(trainer.model, trainer.tokenizer, args.ckpt.output_dir)
+    trainer.save_hf_model(args.ckpt.output_dir)
 
 
 def build_trainer(args):
@@ -96,6 +97,8 @@ def build_trainer(args):
                                     args.kto.undesirable_weight)
     if balance:
         strategy.print(f"[mralign] WARNING: {balance}")
+    if args.ckpt.save_merged and args.ds.lora.rank == 0:
+        strategy.print("[mralign] ckpt.save_merged only concerns LoRA runs: this run saves the full model anyway")
 
     # Reference: cached log-probs (ref.precompute, a cache from an earlier run of the same data), a
     # frozen model, or, with LoRA on the same base, the policy with its adapter disabled (as in

@@ -158,6 +158,47 @@ def test_nonfinite_padding_is_ignored():
     assert torch.isfinite(dirty_policy.grad).all() and (dirty_policy.grad[~mask] == 0).all()
 
 
+def test_nonfinite_weight_padding_is_ignored():
+    """ω off the response (padding, prompt) never reaches the loss or mean_token_weight, even as nan / inf."""
+    policy, ref, mask, desirable = random_batch(8)
+    weights = torch.rand_like(policy) * 2.35 + 0.368
+    clean, m_clean = kto_loss(policy, ref, mask, desirable, 0.1, token_weights=weights)
+    dirty_weights = weights.masked_fill(~mask, float("inf"))
+    dirty_weights[~mask & (torch.arange(policy.shape[1]) % 2 == 0)] = float("nan")
+    dirty, m_dirty = kto_loss(policy, ref, mask, desirable, 0.1, token_weights=dirty_weights)
+    assert torch.allclose(clean, dirty)
+    assert m_dirty["mean_token_weight"].item() == pytest.approx(m_clean["mean_token_weight"].item())
+    assert m_clean["mean_token_weight"].item() == pytest.approx(weights[mask].mean().item(), rel=1e-6)
+
+
+def test_weights_in_another_dtype():
+    """float64 (or integer) weights are cast to the log-probs' dtype, so the loss stays float32."""
+    policy, ref, mask, desirable = random_batch(9)
+    weights = torch.rand_like(policy) * 2.35 + 0.368
+    loss32, m32 = kto_loss(policy, ref, mask, desirable, 0.1, token_weights=weights)
+    loss64, m64 = kto_loss(policy, ref, mask, desirable, 0.1, token_weights=weights.double())
+    assert loss64.dtype == torch.float32 and torch.allclose(loss32, loss64)
+    assert m64["mean_token_weight"].item() == pytest.approx(m32["mean_token_weight"].item())
+    loss_int, _ = kto_loss(policy, ref, mask, desirable, 0.1, token_weights=torch.ones_like(policy, dtype=torch.long))
+    assert torch.allclose(loss_int, kto_loss(policy, ref, mask, desirable, 0.1)[0])
+
+
+def test_premasked_weights_skip_the_product():
+    """weights_masked=True (ω already 0 off the response, as the collate builds it) gives the same loss,
+    gradient and metrics as the general path."""
+    policy, ref, mask, desirable = random_batch(10)
+    weights = (torch.rand_like(policy) * 2.35 + 0.368) * mask
+    results = []
+    for premasked in (False, True):
+        x = policy.clone().requires_grad_()
+        loss, metrics = kto_loss(x, ref, mask, desirable, 0.1, token_weights=weights, weights_masked=premasked)
+        loss.backward()
+        results.append((loss.detach(), x.grad, metrics["mean_token_weight"]))
+    (loss_a, grad_a, mean_a), (loss_b, grad_b, mean_b) = results
+    assert torch.allclose(loss_a, loss_b) and torch.allclose(grad_a, grad_b) and torch.allclose(mean_a, mean_b)
+    assert mean_b.item() == pytest.approx(weights[mask].mean().item(), rel=1e-6)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
