@@ -14,12 +14,10 @@ it is strong on its own (``SECOND_MIN``) and close to the top (``SECOND_RATIO``)
 no cue at all falls back to ``retrieval``, the most frequent state of the paper's training data
 (Table 7). Ties go to the more frequent state in that table.
 
-Speed: all phrases are compiled into ONE regex shaped as a character trie (common prefixes
-factored out), so each word start costs a few character comparisons however many cues there are.
-The paragraphs of a thinking are tagged as one text: encoded to bytes and lower-cased once, then
-scanned in "views" where the regex engine skips from space to space (cues) or from capital to
-capital (entities) in C instead of trying every position. The result is exactly that of the plain
-per-paragraph definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); a property test checks it.
+Speed: the cues of a whole thinking are found in one call to a compiled Aho-Corasick automaton
+(``ahocorasick_rs``) on a one-byte-per-character view of the text, and the entities with two
+literal-prefixed regexes per paragraph. The result is exactly that of the plain per-paragraph
+definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); a property test checks it.
 
 Example:
     >>> tag_paragraph("Wait, that's not right. Let me reconsider the date.", position=3, n_paragraphs=6)
