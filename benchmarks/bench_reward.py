@@ -8,7 +8,8 @@
     client library, one request per rollout as OpenRLHF sends them): p50 / p99 latency, throughput
     and requests per server CPU-second, against a minimal endpoint on the same framework (Starlette +
     uvicorn, one process) that parses the same JSON and returns a zero reward. Target: >= 0.5x its
-    throughput. The load generator shares the machine, so on few cores it caps both servers.
+    throughput. serve-reward runs in one process, then with ``--workers N`` (default 2). The load
+    generator shares the machine, so on few cores it caps every server.
 
 Traces are built from the bundled demo corpus's paragraphs (real sentences of the paper's kind),
 regrouped into ~12 paragraphs per trace; a third answer right, a third carry the gold only in the
@@ -167,10 +168,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to compare servers under machine load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its children (Linux /proc; uvicorn's workers are
+    children of its supervisor), to compare servers under machine load."""
+    total = 0.0
+    for child in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return [d for c in found for d in (c, *_children(c))]
 
 
 def start_server(command: list[str], port: int) -> subprocess.Popen:
@@ -224,25 +240,27 @@ async def load(url: str, rollouts: list, clients: int, seconds: float) -> dict:
     }
 
 
-def bench_server(rollouts: list, config: Path, clients: int, seconds: float) -> tuple[dict, dict]:
-    results = []
-    for name in ("echo", "mralign"):
+def bench_server(rollouts: list, config: Path, clients: int, seconds: float, workers: int) -> dict[str, dict]:
+    """Load results of the echo endpoint, serve-reward in one process and serve-reward with ``workers``."""
+    results = {}
+    for name, n_workers in [("echo", 1), ("mralign", 1)] + ([("mralign", workers)] if workers > 1 else []):
         port = free_port()
         if name == "echo":
             command = [sys.executable, __file__, "--echo-server", str(port)]
         else:
             command = [sys.executable, "-m", "mralign_plugin.cli", "serve-reward", "--config", str(config),
-                       "--port", str(port)]
+                       "--port", str(port), "--workers", str(n_workers)]
         proc = start_server(command, port)
         try:
-            cpu0 = cpu_seconds(proc.pid)
+            cpu0 = process_tree_cpu_seconds(proc.pid)
             result = asyncio.run(load(f"http://127.0.0.1:{port}/get_reward", rollouts, clients, seconds))
-            result["per_cpu_s"] = result["n"] / max(cpu_seconds(proc.pid) - cpu0, 1e-9)  # incl. warm-up requests
-            results.append(result)
+            # incl. warm-up requests
+            result["per_cpu_s"] = result["n"] / max(process_tree_cpu_seconds(proc.pid) - cpu0, 1e-9)
+            results[f"{name} x{n_workers}"] = result
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    return results[0], results[1]
+    return results
 
 
 def machine() -> str:
@@ -264,6 +282,7 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=5, help="passes over the traces for (a); the median is judged")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="(b) also serve-reward with this many workers (1: skip)")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,16 +314,20 @@ def main() -> None:
         print("    CPU time per rollout by stage:")
         for key, us in stages.items():
             print(f"    {key:<30} {us:7.1f} us  {100 * us / total:5.1f} %")
-        echo, ours = bench_server(rollouts, config, args.clients, seconds)
+        results = bench_server(rollouts, config, args.clients, seconds, args.workers)
         print(f"\n(b) HTTP, {args.clients} concurrent loopback clients, {seconds:.0f} s each, one request per rollout:")
-        for name, r in (("minimal endpoint (Starlette+uvicorn)", echo), ("mralign serve-reward", ours)):
-            print(f"    {name:<38} {r['rps']:8,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms"
+        names = {"echo x1": "minimal endpoint (Starlette+uvicorn)", "mralign x1": "mralign serve-reward",
+                 f"mralign x{args.workers}": f"mralign serve-reward --workers {args.workers}"}
+        for key, r in results.items():
+            print(f"    {names[key]:<38} {r['rps']:8,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms"
                   f"   {r['per_cpu_s']:8,.0f} req per server CPU-second   ({r['n']} requests)")
-        ratio = ours["rps"] / echo["rps"]
-        print(f"    ratio: {ratio:.2f}x the minimal endpoint's throughput "
-              f"({ours['per_cpu_s'] / echo['per_cpu_s']:.2f}x per server CPU-second); target >= 0.5x: "
-              f"{'PASS' if ratio >= 0.5 else 'MISS'}")
-
+        echo = results["echo x1"]
+        for key, r in results.items():
+            if key != "echo x1":
+                ratio = r["rps"] / echo["rps"]
+                print(f"    {names[key]}: {ratio:.2f}x the minimal endpoint's throughput "
+                      f"({r['per_cpu_s'] / echo['per_cpu_s']:.2f}x per server CPU-second); target >= 0.5x: "
+                      f"{'PASS' if ratio >= 0.5 else 'MISS'}")
 
 if __name__ == "__main__":
     main()

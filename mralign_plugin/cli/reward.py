@@ -29,8 +29,13 @@ def _reward_path(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
+    from mralign_plugin.core.reward import RewardConfig
 
     try:
+        if args.workers > 1 and RewardConfig.load(args.config).mode == "implicit":
+            print("mralign serve-reward: --workers > 1 is for mode: transition; implicit mode batches requests "
+                  "on one copy of its models", file=sys.stderr)
+            return 2
         scorer = load_scorer(args.config)
     except Exception as e:
         print(f"mralign serve-reward: {args.config}: {e}", file=sys.stderr)
@@ -43,9 +48,24 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mralign serve-reward: the server needs starlette and uvicorn ({e.name} is missing): "
               "pip install 'mralign_plugin[serve]'", file=sys.stderr)
         return 2
-    serve(scorer, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
-          max_body_bytes=int(args.max_body_mb * (1 << 20)), graceful_timeout=args.graceful_timeout)
+    settings = dict(host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+                    max_body_bytes=int(args.max_body_mb * (1 << 20)), graceful_timeout=args.graceful_timeout)
+    if args.workers > 1:
+        from mralign_plugin.adapters.openrlhf.reward_server import serve_workers
+
+        del scorer  # each worker loads its own (the one above only checked the config)
+
+        serve_workers(os.path.abspath(args.config), args.workers, **settings)
+    else:
+        serve(scorer, **settings)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _ppo(args: argparse.Namespace) -> int:
@@ -82,6 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--max-batch-size", type=int, default=64, help="rollouts scored together at most")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="server processes sharing the port (default 1); each scores on its own core")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="larger request bodies get 413")
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="seconds in-flight requests get to finish on SIGINT / SIGTERM")

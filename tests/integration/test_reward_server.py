@@ -153,3 +153,31 @@ def test_graceful_shutdown_finishes_requests_in_flight(reward_config):
     assert "reward server stopped after 6 requests" in proc.stdout.read()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1).close()
+
+
+def test_workers_share_the_port_and_stop_on_sigterm(reward_config):
+    """--workers 2: two processes serve the same port, each answer is the reward of its own request,
+    and SIGTERM to the supervisor stops them all."""
+    proc, url = start(reward_config, "--workers", "2")
+    rollouts = [rollout(i) for i in range(48)]
+    replies = asyncio.run(post_all(url + "/get_reward", [{"query": [q], "prompts": [p], "labels": [x]}
+                                                         for q, p, x in rollouts]))
+    scorer = load_scorer(reward_config)
+    for (status, body), (q, p, x) in zip(replies, rollouts, strict=True):
+        assert status == 200 and body == scorer([q], [p], [x])
+    pids = {asyncio.run(get_json(url + "/health"))["pid"] for _ in range(40)}
+    assert proc.pid not in pids and len(pids) >= 1  # workers answer, not the supervisor
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert proc.stdout.read().count("reward server stopped after") == 2  # each worker shut down cleanly
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1).close()
+
+
+def test_workers_refused_in_implicit_mode(tmp_path, reward_config):
+    config = tmp_path / "implicit.yaml"
+    config.write_text(f"transitions: {reward_config.parent / 'transitions.json'}\nmode: implicit\n"
+                      "implicit: {policy: nowhere, ref: nowhere}\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "mralign_plugin.cli", "serve-reward", "--config", str(config),
+                             "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--workers > 1 is for mode: transition" in result.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ def create_app(scorer: RewardScorer, max_batch_size: int = 64, max_body_bytes: i
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
             "status": "ok",
+            "pid": os.getpid(),  # with --workers, the counters below are this worker's
             "mode": scorer.config.mode,
             "transitions": scorer.config.transitions,
             "uptime_s": round(time.time() - started, 1),
@@ -212,3 +214,37 @@ def serve(
     print(f"[mralign] reward server ({scorer.config.mode}) on http://{host}:{port}{REWARD_PATH}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=graceful_timeout)
+
+
+# ---- several worker processes ----------------------------------------------------------------------------
+
+_WORKER_ENV = "MRALIGN_SERVE_WORKER"  # JSON settings the worker processes build their app from
+
+
+def serve_workers(
+    config_path: str,
+    workers: int,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    max_batch_size: int = 64,
+    max_body_bytes: int = 16 << 20,
+    graceful_timeout: float = 30.0,
+) -> None:
+    """:func:`serve` in ``workers`` processes sharing the port (uvicorn's supervisor; the kernel spreads
+    connections). Each worker loads the config and batches its own requests: on a machine with cores to
+    spare, throughput grows with the workers, since one process scores on one core (the GIL)."""
+    import uvicorn
+
+    os.environ[_WORKER_ENV] = json.dumps({"config": config_path, "max_batch_size": max_batch_size,
+                                          "max_body_bytes": max_body_bytes})
+    print(f"[mralign] reward server, {workers} workers, on http://{host}:{port}{REWARD_PATH}", flush=True)
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_timeout)
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process of :func:`serve_workers` (settings from the environment)."""
+    from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
+
+    settings = json.loads(os.environ[_WORKER_ENV])
+    return create_app(load_scorer(settings["config"]), settings["max_batch_size"], settings["max_body_bytes"])
