@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mralign_plugin.annotate import rules
-from mralign_plugin.annotate.rules import STATES, annotate_rules, tag_paragraph, tag_paragraphs
+from mralign_plugin.annotate.rules import STATES, annotate_rules, tag_paragraph, tag_paragraphs, tag_spans
 from mralign_plugin.core.formats import record_problems
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 
@@ -134,12 +134,29 @@ def test_fast_path_equals_the_definition(paragraphs):
 
 
 def test_fast_path_corner_cases():
-    """Hits the space view gets wrong and the reference path corrects, and non-ASCII text."""
+    """Hits the automaton reports but are no cue (inside a word, or a longer cue cut by a word character),
+    Latin-1 word and non-word characters, and text beyond Latin-1."""
     cases = [
         "okay\nso I think", "No, wait. no,wait. no wait", "e.g. the answer is, i.e. this", "double-check and self-check",
         "So, the answer is X", "so. the answer", "It's like the \u212aelvin sign", "\u0130stanbul, I recall, is old",
         "caf\u00e9wait and wait\u00e9 and \u00e9 wait", "\u00e9" * 300 + " wait, actually", "\"the answer\" (wait)",
+        "also i need to check", "measure it; the planet", "so the answer isn't Paris", "double-checking it",
+        "wait\u00b0so \u00abwait\u00bb x\u00b2wait \u00aawait 10\u00d7wait", "\u00c0 propos, I recall 1999 and 42",
     ]
     for text in cases:
         for position in (0, 2, 4):
             assert tag_paragraph(text, position, 5) == reference_tag(text, position, 5), (text, position)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(paragraphs=st.lists(paragraph, min_size=1, max_size=5), gaps=st.lists(st.text(min_size=1, max_size=4), min_size=6,
+                                                                              max_size=6))
+def test_tag_spans_equals_tagging_each_span(paragraphs, gaps):
+    """tag_spans on paragraphs inside a larger text (any characters between, around or none at the ends)
+    equals tagging each paragraph alone."""
+    text, spans = gaps[0] if len(paragraphs) % 2 else "", []
+    for i, p in enumerate(paragraphs):
+        spans.append((len(text), len(text) + len(p)))
+        text += p + (gaps[i + 1] if i < len(paragraphs) - 1 or len(paragraphs) % 3 else "")
+    n = len(paragraphs)
+    assert tag_spans(text, spans) == [tag_paragraph(p, i, n) for i, p in enumerate(paragraphs)]
