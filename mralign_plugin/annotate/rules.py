@@ -232,7 +232,6 @@ def _cue_weights() -> dict[str, tuple[tuple[int, float], ...]]:
 
 
 _CUE_WEIGHTS = _cue_weights()
-_CUE_BYTES = {p.encode("ascii"): w for p, w in _CUE_WEIGHTS.items()}
 # The reference semantics: cues are found on the lower-cased paragraph, leftmost and longest first,
 # non-overlapping, starting on a word boundary and ending on one (or right after a ",").
 _CUE_RE = re.compile(r"\b" + _trie_regex(sorted(_CUE_WEIGHTS)) + r"(?:\b|(?<=,))")

@@ -48,16 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mralign serve-reward: the server needs starlette and uvicorn ({e.name} is missing): "
               "pip install 'mralign_plugin[serve]'", file=sys.stderr)
         return 2
-    settings = dict(host=args.host, port=args.port, max_batch_size=args.max_batch_size,
-                    max_body_bytes=int(args.max_body_mb * (1 << 20)), graceful_timeout=args.graceful_timeout)
-    if args.workers > 1:
-        from mralign_plugin.adapters.openrlhf.reward_server import serve_workers
-
-        del scorer  # each worker loads its own (the one above only checked the config)
-
-        serve_workers(os.path.abspath(args.config), args.workers, **settings)
-    else:
-        serve(scorer, **settings)
+    serve(scorer, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+          max_body_bytes=int(args.max_body_mb * (1 << 20)), graceful_timeout=args.graceful_timeout,
+          workers=args.workers, config_path=os.path.abspath(args.config))
     return 0
 
 

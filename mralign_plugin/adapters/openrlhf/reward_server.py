@@ -199,6 +199,9 @@ def create_app(scorer: RewardScorer, max_batch_size: int = 64, max_body_bytes: i
     )
 
 
+_WORKER_ENV = "MRALIGN_SERVE_WORKER"  # JSON settings the worker processes build their app from
+
+
 def serve(
     scorer: RewardScorer,
     host: str = "127.0.0.1",
@@ -206,44 +209,34 @@ def serve(
     max_batch_size: int = 64,
     max_body_bytes: int = 16 << 20,
     graceful_timeout: float = 30.0,
+    workers: int = 1,
+    config_path: str | None = None,
 ) -> None:
-    """Run the server until SIGINT / SIGTERM (uvicorn then re-raises the signal: exit status 128 + signal)."""
+    """Run the server until SIGINT / SIGTERM (uvicorn then re-raises the signal: exit status 128 + signal).
+
+    With ``workers`` > 1, uvicorn's supervisor runs that many processes sharing the port (the kernel
+    spreads connections); each loads ``config_path`` (the config ``scorer`` came from) and batches its
+    own requests. On a machine with cores to spare, throughput grows with the workers, since one
+    process scores on one core (the GIL).
+    """
     import uvicorn
 
-    app = create_app(scorer, max_batch_size, max_body_bytes)
-    print(f"[mralign] reward server ({scorer.config.mode}) on http://{host}:{port}{REWARD_PATH}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=graceful_timeout)
-
-
-# ---- several worker processes ----------------------------------------------------------------------------
-
-_WORKER_ENV = "MRALIGN_SERVE_WORKER"  # JSON settings the worker processes build their app from
-
-
-def serve_workers(
-    config_path: str,
-    workers: int,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    max_batch_size: int = 64,
-    max_body_bytes: int = 16 << 20,
-    graceful_timeout: float = 30.0,
-) -> None:
-    """:func:`serve` in ``workers`` processes sharing the port (uvicorn's supervisor; the kernel spreads
-    connections). Each worker loads the config and batches its own requests: on a machine with cores to
-    spare, throughput grows with the workers, since one process scores on one core (the GIL)."""
-    import uvicorn
-
-    os.environ[_WORKER_ENV] = json.dumps({"config": config_path, "max_batch_size": max_batch_size,
-                                          "max_body_bytes": max_body_bytes})
-    print(f"[mralign] reward server, {workers} workers, on http://{host}:{port}{REWARD_PATH}", flush=True)
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_timeout)
+    if workers > 1:
+        if config_path is None:
+            raise ValueError("serve: workers > 1 needs the config_path each worker loads")
+        os.environ[_WORKER_ENV] = json.dumps({"config": config_path, "max_batch_size": max_batch_size,
+                                              "max_body_bytes": max_body_bytes})
+        target, options = f"{__name__}:worker_app", {"factory": True, "workers": workers}
+    else:
+        target, options = create_app(scorer, max_batch_size, max_body_bytes), {}
+    print(f"[mralign] reward server ({scorer.config.mode}, {workers} worker{'s' * (workers > 1)}) on "
+          f"http://{host}:{port}{REWARD_PATH}", flush=True)
+    uvicorn.run(target, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=graceful_timeout, **options)
 
 
 def worker_app() -> Starlette:
-    """The app of one worker process of :func:`serve_workers` (settings from the environment)."""
+    """The app of one worker process of :func:`serve` with workers > 1 (settings from the environment)."""
     from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
 
     settings = json.loads(os.environ[_WORKER_ENV])
