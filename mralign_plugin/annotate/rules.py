@@ -268,6 +268,7 @@ def _cue_view_byte(c: int) -> int:
 
 _CUE_VIEW = bytes(_cue_view_byte(c) for c in range(256))
 _IN_WORD = tuple(c in b"0abcdefghijklmnopqrstuvwxyz" for c in range(256))  # a word character, in the cue view
+_WORD = re.compile(rb"[0a-z]*")  # the rest of a word, in the cue view
 
 
 def _cue_matcher() -> tuple[ahocorasick_rs.BytesAhoCorasick, list[tuple[tuple[int, float], ...]], list[bool]]:
@@ -337,15 +338,19 @@ def _cue_view(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]])
     return view
 
 
-def _cue_scores(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]]) -> list[list[float] | None]:
-    """The scores of the states in each span after its cues (see _reference_scores), or None: use that."""
+def _cue_scores(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]]) -> list[list[float]] | None:
+    """The score of each state in each span after its cues (_reference_scores of the span), or None: use that."""
     view = _cue_view(text, raw, latin1, spans)
     if view is None:
-        return [None] * len(spans)
-    found: list[list[float] | None] = [_TIE.copy() for _ in spans]
+        return None
+    found = [_TIE.copy() for _ in spans]
     weights, one_word, in_word = _PATTERN_WEIGHTS, _PATTERN_ONE_WORD, _IN_WORD
     k, (span_start, span_end), scores = 0, spans[0], found[0]
-    for pattern, start, _ in _CUE_MATCHER.find_matches_as_indexes(view):
+    hits, offset, i = _CUE_MATCHER.find_matches_as_indexes(view), 0, 0
+    while i < len(hits):
+        pattern, start, _ = hits[i]
+        start += offset
+        i += 1
         while start >= span_end:  # a hit after this span: move on (hits are in order)
             k += 1
             if k == len(spans):
@@ -353,13 +358,13 @@ def _cue_scores(text: str, raw: bytes, latin1: bool, spans: list[tuple[int, int]
             (span_start, span_end), scores = spans[k], found[k]
         if start < span_start:  # between spans
             continue
-        if in_word[view[start - 1]]:  # the hit starts inside a word: not a cue
-            if not one_word[pattern]:
-                found[k] = scores = None  # ...but it may hide one that starts inside it
+        if in_word[view[start - 1]]:  # the hit starts inside a word: not a cue...
+            if not one_word[pattern]:  # ...but it covers the next word, where one may start: search again there
+                offset = _WORD.match(view, start).end()
+                hits, i = _CUE_MATCHER.find_matches_as_indexes(memoryview(view)[offset:]), 0
             continue
-        if scores is not None:
-            for state, weight in weights[pattern]:
-                scores[state] += weight
+        for state, weight in weights[pattern]:
+            scores[state] += weight
     return found
 
 
@@ -389,15 +394,26 @@ def tag_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
 
 def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
     """States of ``text[a:b]`` for each span, the first at ``position``; 0 < a, b < len(text) (see tag_spans)."""
+    if _compiled is not None:
+        view = _compiled.cue_view(text, spans)
+        if view is not None:
+            return _compiled.tag(text, view, _CUE_MATCHER.find_matches_as_indexes(view), spans, position, n_paragraphs,
+                                 lambda start: _CUE_MATCHER.find_matches_as_indexes(memoryview(view)[start:]))
+    return _tag_spans_py(text, spans, position, n_paragraphs)
+
+
+def _tag_spans_py(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
+    """:func:`_tag_spans` in Python: what ``_rules_c.tag`` computes, operation for operation."""
     raw, latin1 = _text_bytes(text)  # one byte per character, so spans index it too
     classes = bytearray(raw).translate(_CLASS_VIEW)
     for start, end in spans:  # what surrounds a span is not seen by the entity counts
         classes[start - 1] = classes[end] = 46  # "."
     find_capitalised, find_numbers = _CAPITALISED.findall, _NUMBER.findall
     out = []
-    for (start, end), scores in zip(spans, _cue_scores(text, raw, latin1, spans), strict=True):
-        if scores is None:
-            scores = _reference_scores(text[start:end])
+    found = _cue_scores(text, raw, latin1, spans)
+    if found is None:
+        found = [_reference_scores(text[start:end]) for start, end in spans]
+    for (start, end), scores in zip(spans, found, strict=True):
         if position == 0:
             scores[_FIRST] += _FIRST_W
         elif position == n_paragraphs - 1:
@@ -423,6 +439,22 @@ def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragra
                 out.append((STATES[top],))
         position += 1
     return out
+
+
+def _load_compiled():
+    """The compiled scoring loop (``_rules_c.c``, built at install when a C compiler is there), or None."""
+    try:
+        from mralign_plugin.annotate import _rules_c
+    except ImportError:
+        return None
+    constants = (_FIRST, _FIRST_W, _LAST, _LAST_W, _VERIFY, QUESTION_WEIGHT, _RETRIEVAL, ENTITY_WEIGHT, ENTITY_CAP,
+                 SECOND_MIN, SECOND_RATIO, 0.5)
+    _rules_c.configure(_PATTERN_WEIGHTS, _PATTERN_ONE_WORD, bytes(_IN_WORD), _CUE_VIEW, _TIE, STATES, _FALLBACK, constants)
+    return _rules_c
+
+
+_compiled = _load_compiled()
+COMPILED = _compiled is not None  # the tagger runs its scoring loop compiled (same results; ~2x the throughput)
 
 
 def tag_paragraph(text: str, position: int = 0, n_paragraphs: int = 1) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""The offline cue tagger: valid output, one step per paragraph, each state reachable, the fast path
-equal to the plain per-paragraph definition, fast."""
+"""The offline cue tagger: valid output, one step per paragraph, each state reachable, the fast paths
+(compiled and pure Python) equal to the plain per-paragraph definition, fast."""
 
 import time
 
@@ -124,6 +124,21 @@ word = st.sampled_from(PIECES).map(lambda w: w.upper() if len(w) % 7 == 0 else w
 paragraph = st.lists(word | st.sampled_from(SEPARATORS) | st.text(max_size=3), max_size=40).map("".join)
 
 
+def pure_python_tag_paragraphs(paragraphs: list[str]) -> list[tuple[str, ...]]:
+    """tag_paragraphs through the pure-Python scoring loop (what runs when the C extension is not built)."""
+    text = "\n" + "\n".join(paragraphs) + "\n"
+    spans, start = [], 1
+    for p in paragraphs:
+        spans.append((start, start + len(p)))
+        start += len(p) + 1
+    return rules._tag_spans_py(text, spans, 0, len(paragraphs))
+
+
+def test_compiled_scoring_loop_is_built():
+    """The install builds the C scoring loop (setup.py); without a C compiler it falls back to Python."""
+    assert rules.COMPILED, "mralign_plugin/annotate/_rules_c.c was not built: reinstall with a C compiler present"
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(paragraphs=st.lists(paragraph, min_size=1, max_size=6))
 def test_fast_path_equals_the_definition(paragraphs):
@@ -131,6 +146,7 @@ def test_fast_path_equals_the_definition(paragraphs):
     expected = [reference_tag(p, i, n) for i, p in enumerate(paragraphs)]
     assert tag_paragraphs(paragraphs) == expected
     assert [tag_paragraph(p, i, n) for i, p in enumerate(paragraphs)] == expected
+    assert pure_python_tag_paragraphs(paragraphs) == expected
 
 
 def test_fast_path_corner_cases():
@@ -146,6 +162,37 @@ def test_fast_path_corner_cases():
     for text in cases:
         for position in (0, 2, 4):
             assert tag_paragraph(text, position, 5) == reference_tag(text, position, 5), (text, position)
+            assert rules._tag_spans_py(f"\n{text}\n", [(1, len(text) + 1)], position, 5) == [
+                reference_tag(text, position, 5)], (text, position)
+
+
+def test_hits_inside_a_word_that_cover_the_next_word():
+    """'also i need to': the automaton's leftmost hit is 'so i' inside 'also'; the real cue starts at 'i'.
+    Both paths search again from the end of the word (no regex fallback) and agree with the definition."""
+    cases = ["also i need to find it", "cameo, so i think. also i need to check", "piso i need to also i know that",
+             "kayak so, the answer is x" * 3]
+    for text in cases:
+        assert tag_paragraph(text, 2, 5) == reference_tag(text, 2, 5), text
+        assert rules._tag_spans_py(f"\n{text}\n", [(1, len(text) + 1)], 2, 5) == [reference_tag(text, 2, 5)], text
+    padded, searched_from = f"\n{cases[0]}\n", []  # the compiled loop did search again, from the end of "also"
+    view = rules._compiled.cue_view(padded, [(1, len(padded) - 1)])
+
+    def rematch(start):
+        searched_from.append(start)
+        return rules._CUE_MATCHER.find_matches_as_indexes(memoryview(view)[start:])
+
+    hits = rules._CUE_MATCHER.find_matches_as_indexes(view)
+    assert rules._compiled.tag(padded, view, hits, [(1, len(padded) - 1)], 2, 5, rematch) == [reference_tag(cases[0], 2, 5)]
+    assert searched_from == [padded.index("also") + 4]
+
+
+def test_compiled_loop_rejects_bad_spans():
+    """Spans out of order, overlapping or touching the text's ends are a ValueError, not a wrong tag."""
+    text = "\nWait, that is wrong.\nSo the answer is Paris.\n"
+    with pytest.raises(ValueError, match="spans"):
+        rules._tag_spans(text, [(1, 21), (10, 30)], 0, 2)
+    with pytest.raises(ValueError, match="spans"):
+        rules._tag_spans(text, [(0, 21)], 0, 1)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
