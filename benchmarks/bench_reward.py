@@ -3,7 +3,8 @@
 (a) ``reward_func`` throughput, called once per rollout exactly as OpenRLHF's SingleTurnAgentExecutor
     does, on ~1,000-token traces (GPT-2 BPE count) tagged by the ``rules`` tagger, the process pinned
     to one core: wall clock and per CPU-second (the latter does not depend on what else the machine
-    runs), and the CPU time of each stage. Target: >= 5,000 trajectories/s.
+    runs), and the CPU time of each stage. Target: >= 5,000 trajectories/s. Also, in the same run, the
+    tagger's pure-Python scoring loop (what an install without a C compiler runs) and the ratio.
 (b) ``mralign serve-reward`` under 32 concurrent loopback clients (aiohttp, OpenRLHF's own HTTP
     client library, one request per rollout as OpenRLHF sends them): p50 / p99 latency, throughput
     and requests per server CPU-second, against a minimal endpoint on the same framework (Starlette +
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mralign_plugin.annotate import rules
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -115,6 +118,15 @@ def bench_reward_func(rollouts: list, config: Path, rounds: int) -> dict:
     n = len(rollouts)
     return {"per_s": n / statistics.median(wall), "best_per_s": n / min(wall), "us": statistics.median(wall) / n * 1e6,
             "per_cpu_s": n / statistics.median(cpu)}
+
+
+def bench_pure_python(rollouts: list, config: Path, rounds: int) -> dict:
+    """:func:`bench_reward_func` with the tagger's pure-Python scoring loop (as installed without a C compiler)."""
+    compiled, rules._compiled = rules._compiled, None
+    try:
+        return bench_reward_func(rollouts, config, rounds)
+    finally:
+        rules._compiled = compiled
 
 
 def breakdown(rollouts: list, config: Path) -> dict[str, float]:
@@ -305,11 +317,17 @@ def main() -> None:
             os.sched_setaffinity(0, {min(all_cpus)})  # (a) on one core
         rf = bench_reward_func(rollouts, config, args.rounds)
         stages = breakdown(rollouts, config)
+        pure = bench_pure_python(rollouts, config, max(2, args.rounds // 2)) if rules.COMPILED else None
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, all_cpus)
         print(f"\n(a) reward_func, one call per rollout, one core, median of {args.rounds} passes: "
               f"{rf['per_s']:,.0f} trajectories/s wall clock ({rf['us']:.0f} us each; best pass {rf['best_per_s']:,.0f}/s), "
               f"{rf['per_cpu_s']:,.0f} per CPU-second; target >= 5,000/s: {'PASS' if rf['per_s'] >= 5000 else 'MISS'}")
+        if pure is None:
+            print("    the tagger's C scoring loop is not built (no C compiler at install): pure-Python loop measured")
+        else:
+            print(f"    tagger scoring loop compiled (mralign_plugin/annotate/_rules_c.c); the pure-Python loop: "
+                  f"{pure['per_s']:,.0f}/s, so {rf['per_s'] / pure['per_s']:.2f}x")
         total = sum(stages.values())
         print("    CPU time per rollout by stage:")
         for key, us in stages.items():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_THINK_TAG = re.compile(r"<(/?)think>")
 _ANSWER_OPEN = "<answer>"
 _ANSWER_CLOSE = "</answer>"
 # A blank-line separator: a newline, a whitespace-only line, then any further whitespace (so 3+
@@ -109,14 +108,16 @@ def _think_blocks(response: str) -> tuple[list[Span], int | None]:
     blocks = []
     block_start = None  # content start of the open block
     last_close = 0  # end of the last "</think>"
-    for tag in _THINK_TAG.finditer(response):
-        if tag.group(1):  # "</think>"
-            blocks.append((last_close if block_start is None else block_start, tag.start()))
-            block_start, last_close = None, tag.end()
-        else:  # "<think>"
+    i = response.find("think>")
+    while i >= 0:
+        if response.startswith("</", i - 2) and i >= 2:  # "</think>"
+            blocks.append((last_close if block_start is None else block_start, i - 2))
+            block_start, last_close = None, i + 6
+        elif response.startswith("<", i - 1) and i >= 1:  # "<think>"
             if block_start is not None:
-                blocks.append((block_start, tag.start()))
-            block_start = tag.end()
+                blocks.append((block_start, i - 1))
+            block_start = i + 6
+        i = response.find("think>", i + 6)
     if block_start is not None:
         blocks.append((block_start, len(response)))
         return blocks, None
