@@ -110,10 +110,10 @@ def _think_blocks(response: str) -> tuple[list[Span], int | None]:
     last_close = 0  # end of the last "</think>"
     i = response.find("think>")
     while i >= 0:
-        if response.startswith("</", i - 2) and i >= 2:  # "</think>"
+        if i >= 2 and response.startswith("</", i - 2):  # "</think>"
             blocks.append((last_close if block_start is None else block_start, i - 2))
             block_start, last_close = None, i + 6
-        elif response.startswith("<", i - 1) and i >= 1:  # "<think>"
+        elif i >= 1 and response[i - 1] == "<":  # "<think>"
             if block_start is not None:
                 blocks.append((block_start, i - 1))
             block_start = i + 6

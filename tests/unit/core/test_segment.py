@@ -184,3 +184,26 @@ def test_parse_invariants(r):
     assert p.has_thinking == bool(p.paragraphs)
     if p.unterminated:
         assert p.answer == "" and p.think_spans[-1][1] == len(r)
+
+
+def reference_think_blocks(response):
+    """_think_blocks as first written: the tags found by a regex, left to right."""
+    blocks, block_start, last_close = [], None, 0
+    for tag in re.finditer(r"<(/?)think>", response):
+        if tag.group(1):
+            blocks.append((last_close if block_start is None else block_start, tag.start()))
+            block_start, last_close = None, tag.end()
+        else:
+            if block_start is not None:
+                blocks.append((block_start, tag.start()))
+            block_start = tag.end()
+    if block_start is not None:
+        blocks.append((block_start, len(response)))
+        return blocks, None
+    return blocks, last_close
+
+
+@given(st.lists(st.sampled_from(["<think>", "</think>", "think>", "<", "/", "</", "x", "\n"]), max_size=20).map("".join))
+def test_think_tags_found_by_str_find_equal_the_regex(r):
+    """The tags are found with str.find("think>") and a look at the 1-2 characters before it."""
+    assert segment._think_blocks(r) == reference_think_blocks(r)
