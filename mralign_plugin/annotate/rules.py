@@ -15,9 +15,11 @@ no cue at all falls back to ``retrieval``, the most frequent state of the paper'
 (Table 7). Ties go to the more frequent state in that table.
 
 Speed: the cues of a whole thinking are found in one call to a compiled Aho-Corasick automaton
-(``ahocorasick_rs``) on a one-byte-per-character view of the text, and the entities with two
-literal-prefixed regexes per paragraph. The result is exactly that of the plain per-paragraph
-definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); a property test checks it.
+(``ahocorasick_rs``) on a one-byte-per-character view of the text. What follows (each hit's weights to
+its paragraph, the entity and question cues, the pick of the states) runs in a small C loop,
+``_rules_c.c``, built at install when a C compiler is there; else :func:`_tag_spans_py` does the same
+in Python (``COMPILED`` says which). Both give exactly the result of the plain per-paragraph
+definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); property tests check it.
 
 Example:
     >>> tag_paragraph("Wait, that's not right. Let me reconsider the date.", position=3, n_paragraphs=6)
