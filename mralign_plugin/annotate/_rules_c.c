@@ -7,7 +7,7 @@
  * identical (tests/unit/annotate/test_rules.py checks both paths against the reference definition).
  *
  *   configure(pattern_weights, pattern_one_word, in_word, cue_view_table, tie, states, fallback, constants)
- *   cue_view(text, spans) -> bytearray, or None when text is not Latin-1
+ *   cue_view(text, spans) -> bytearray, or None where rules.py must take the reference path
  *   tag(text, view, hits, spans, position, n_paragraphs, rematch) -> list of state tuples
  *
  * `rematch(start)` returns the automaton's hits in view[start:]; tag() calls it when a hit starts
@@ -37,7 +37,7 @@ static int first_state, last_state, verify_state, retrieval_state;
 static double first_weight, last_weight, question_weight, entity_weight, entity_cap, second_min, second_ratio,
     fallback_below;
 
-/* Character classes of the entity cues (rules._ENTITY_RE), for ASCII; anything else is "other". */
+/* Character classes of the entity cues (rules._ENTITY_RE); every non-ASCII character is "other". */
 enum { C_OTHER = 0, C_LOWER = 1, C_UPPER = 2, C_DIGIT = 4, C_PUNCT = 8, C_SPACE = 16 };
 static unsigned char char_class[256];
 

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import re
+import warnings
 
 import ahocorasick_rs
 
@@ -451,7 +452,13 @@ def _load_compiled():
         return None
     constants = (_FIRST, _FIRST_W, _LAST, _LAST_W, _VERIFY, QUESTION_WEIGHT, _RETRIEVAL, ENTITY_WEIGHT, ENTITY_CAP,
                  SECOND_MIN, SECOND_RATIO, 0.5)
-    _rules_c.configure(_PATTERN_WEIGHTS, _PATTERN_ONE_WORD, bytes(_IN_WORD), _CUE_VIEW, _TIE, STATES, _FALLBACK, constants)
+    try:
+        _rules_c.configure(_PATTERN_WEIGHTS, _PATTERN_ONE_WORD, bytes(_IN_WORD), _CUE_VIEW, _TIE, STATES, _FALLBACK,
+                           constants)
+    except (TypeError, ValueError) as e:  # a build older than this file: same results in Python, slower
+        warnings.warn(f"{_rules_c.__file__} does not match rules.py ({e}); using the Python loop. Rebuild it: "
+                      "pip install -e . (or reinstall mralign_plugin)", RuntimeWarning, stacklevel=2)
+        return None
     return _rules_c
 
 

@@ -207,3 +207,19 @@ def test_tag_spans_equals_tagging_each_span(paragraphs, gaps):
         text += p + (gaps[i + 1] if i < len(paragraphs) - 1 or len(paragraphs) % 3 else "")
     n = len(paragraphs)
     assert tag_spans(text, spans) == [tag_paragraph(p, i, n) for i, p in enumerate(paragraphs)]
+
+
+def test_a_stale_compiled_loop_falls_back_to_python_with_a_warning(monkeypatch):
+    """A C build older than rules.py (its configure() no longer matches) is not used: Python runs, with a warning."""
+    import mralign_plugin.annotate as package
+
+    class StaleBuild:
+        __file__ = "_rules_c.so"
+
+        @staticmethod
+        def configure(*args):
+            raise TypeError("function takes exactly 7 arguments (8 given)")
+
+    monkeypatch.setattr(package, "_rules_c", StaleBuild, raising=False)
+    with pytest.warns(RuntimeWarning, match="Rebuild it"):
+        assert rules._load_compiled() is None
