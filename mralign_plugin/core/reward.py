@@ -330,7 +330,12 @@ def strip_special_tokens(text: str) -> str:
         >>> strip_special_tokens(response)
         '<think>A</think>B'
     """
-    return _SPECIAL_TOKEN.sub("", text) if "<" in text else text
+    i = text.find("<")
+    while i >= 0:  # up to the first token, a look at each "<" is cheaper than the regex over all the text
+        if _SPECIAL_TOKEN.match(text, i):
+            return text[:i] + _SPECIAL_TOKEN.sub("", text[i:])
+        i = text.find("<", i + 1)
+    return text
 
 
 def parse_label(label: object) -> tuple[list[str] | None, list[dict] | None]:

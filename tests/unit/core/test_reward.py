@@ -4,6 +4,7 @@ hand-made trajectories, label / query parsing and the config schema."""
 import doctest
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -187,6 +188,12 @@ def test_split_query():
     assert split_query(truncated, prompt) == (prompt[20:], "<think>x</think>Paris")
     assert split_query("unrelated", prompt) == ("", "unrelated")
     assert split_query("all of it", "") == ("", "all of it")
+
+
+@given(st.lists(st.sampled_from(["<|im_end|>", "<|", "|>", "<", ">", "</s>", "<eos>", "<end_of_turn>", "<think>", "a",
+                                  "\n", "<\uff5cend\u2581of\u2581sentence\uff5c>", "|"]), max_size=25).map("".join))
+def test_strip_special_tokens_equals_the_regex_on_the_whole_text(text):
+    assert strip_special_tokens(text) == re.sub(reward._SPECIAL_TOKEN, "", text)
 
 
 def test_strip_special_tokens():
