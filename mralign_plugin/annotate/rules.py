@@ -252,8 +252,9 @@ _ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<
 # possible non-word byte, so a pattern ends exactly where _CUE_RE's end boundary holds, and the
 # automaton's leftmost-longest, non-overlapping matches are _CUE_RE's. Patterns cannot require a word
 # boundary before them, so a hit may start inside a word ("measure" holds "sure "): a one-word hit
-# there is dropped (no cue could start inside it), a longer one sends its paragraph to the reference
-# path (it may cover the start of a real cue), which keeps the result exact.
+# there is dropped (no cue could start inside it); a longer one may cover the start of a real cue, so
+# the search starts again at the end of that word (no cue starts inside a word), which keeps the
+# result exact.
 #
 # The bytes are the text's Latin-1 encoding when it has one (most text: a copy), else its ASCII
 # encoding with "?" for the rest, whose word characters are then marked one by one. Lower-casing a
@@ -406,7 +407,7 @@ def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragra
 
 
 def _tag_spans_py(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
-    """:func:`_tag_spans` in Python: what ``_rules_c.tag`` computes, operation for operation."""
+    """:func:`_tag_spans` in Python: what ``_rules_c.tag`` computes, the same float operations in the same order."""
     raw, latin1 = _text_bytes(text)  # one byte per character, so spans index it too
     classes = bytearray(raw).translate(_CLASS_VIEW)
     for start, end in spans:  # what surrounds a span is not seen by the entity counts
