@@ -1,17 +1,20 @@
-/* The rules tagger's per-paragraph scoring, compiled (optional; rules.py has the same code in Python).
+/* The rules tagger, compiled (optional; rules.py has the same tagger in Python).
  *
- * rules.py finds the cues of a whole thinking with an Aho-Corasick automaton; this module does what
- * follows, which in Python costs more than the search itself: it adds each hit's weights to its
- * paragraph's scores, adds the position, question and entity cues, and picks the 1-2 states. The
- * floating-point operations are those of rules._tag_spans_py in the same order, so the results are
- * identical (tests/unit/annotate/test_rules.py checks both paths against the reference definition).
+ * One call tags every paragraph of a thinking: it builds the cue view of the text (rules._cue_view), finds
+ * the cues of each paragraph by walking a trie of the cue phrases from each word start, adds their weights,
+ * the position, question and entity cues, and picks the 1-2 states. The walk keeps the longest cue that
+ * ends on a word boundary (or right after a ","), then goes on from its end: the leftmost-longest,
+ * non-overlapping matches of rules._CUE_RE, the definition. Weights are added in the order of the cues in
+ * the text and the floating-point operations are those of rules._tag_spans_py in the same order, so the
+ * results are identical (tests/unit/annotate/test_rules.py checks both paths against the definition).
  *
- *   configure(pattern_weights, pattern_one_word, in_word, cue_view_table, tie, states, fallback, constants)
- *   cue_view(text, spans) -> bytearray, or None where rules.py must take the reference path
- *   tag(text, view, hits, spans, position, n_paragraphs, rematch) -> list of state tuples
+ *   configure(cue_weights, trie, in_word, cue_view_table, tie, states, fallback, constants)
+ *   tag(text, spans, position, n_paragraphs) -> list of state tuples, or None where rules.py must take
+ *       the reference path (a character whose lower case is ASCII or several characters)
  *
- * `rematch(start)` returns the automaton's hits in view[start:]; tag() calls it when a hit starts
- * inside a word and covers the next one, where a cue may start (see rules._cue_scores).
+ * The trie (rules._cue_trie) is in breadth-first order, node 0 the root: per node its byte, the index of
+ * its first child (children are contiguous and sorted), its number of children and the cue ending there
+ * (-1: none); per cue whether its last character is a word character (it then needs a boundary after it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,11 +25,15 @@
 #define N_STATES 15
 
 static int configured = 0;
-static Py_ssize_t n_patterns = 0;
-static Py_ssize_t *weight_start = NULL; /* pattern p's weights: [weight_start[p], weight_start[p + 1]) */
+static Py_ssize_t n_cues = 0;
+static Py_ssize_t *weight_start = NULL; /* cue c's weights: [weight_start[c], weight_start[c + 1]) */
 static int *weight_state = NULL;
 static double *weight_value = NULL;
-static unsigned char *one_word = NULL;
+static unsigned char *cue_word_end = NULL; /* the cue's last character is a word character */
+static Py_ssize_t n_nodes = 0;
+static unsigned char trie_symbol[256];   /* a cue-view byte's column in trie_children, 0 for no cue character */
+static int16_t *trie_children = NULL;    /* [node][32]: the child on each column, 0 for none */
+static int32_t *trie_cue = NULL;         /* [node]: the cue ending there, -1 for none */
 static unsigned char in_word[256];
 static unsigned char cue_view_table[256];
 static double tie[N_STATES];
@@ -37,20 +44,34 @@ static int first_state, last_state, verify_state, retrieval_state;
 static double first_weight, last_weight, question_weight, entity_weight, entity_cap, second_min, second_ratio,
     fallback_below;
 
-/* Character classes of the entity cues (rules._ENTITY_RE); every non-ASCII character is "other". */
-enum { C_OTHER = 0, C_LOWER = 1, C_UPPER = 2, C_DIGIT = 4, C_PUNCT = 8, C_SPACE = 16 };
+/* Character classes of the entity cues (rules._ENTITY_RE), 3 bits each; every non-ASCII character is "other". */
+enum { C_OTHER = 0, C_LOWER, C_UPPER, C_DIGIT, C_PUNCT, C_SPACE };
 static unsigned char char_class[256];
+/* entity_ends[h]: h, the classes of the last 4 characters (the newest in the low bits; other before the
+ * span), ends a match of rules._ENTITY_RE: "[a0,] A" then a letter (a capitalised word or acronym in
+ * mid-sentence, counted at its second letter) or "00" after a non-digit (a number, at its second digit). */
+#define HISTORY_MASK 07777u
+static unsigned char entity_ends[HISTORY_MASK + 1];
 
 static void init_classes(void) {
     for (int c = 0; c < 256; c++) {
         char_class[c] = c >= 'a' && c <= 'z' ? C_LOWER : c >= 'A' && c <= 'Z' ? C_UPPER : c >= '0' && c <= '9' ? C_DIGIT
                       : (c == ',' || c == ';' || c == ':') ? C_PUNCT : c == ' ' ? C_SPACE : C_OTHER;
     }
+    for (unsigned h = 0; h <= HISTORY_MASK; h++) {
+        unsigned c0 = h >> 9 & 7, c1 = h >> 6 & 7, c2 = h >> 3 & 7, c3 = h & 7; /* oldest to newest */
+        int capitalised = (c0 == C_LOWER || c0 == C_DIGIT || c0 == C_PUNCT) && c1 == C_SPACE && c2 == C_UPPER
+                          && (c3 == C_LOWER || c3 == C_UPPER);
+        int number = c1 != C_DIGIT && c2 == C_DIGIT && c3 == C_DIGIT;
+        entity_ends[h] = (unsigned char)(capitalised || number);
+    }
 }
 
 static void release(void) {
-    free(weight_start); free(weight_state); free(weight_value); free(one_word);
-    weight_start = NULL; weight_state = NULL; weight_value = NULL; one_word = NULL;
+    free(weight_start); free(weight_state); free(weight_value); free(cue_word_end);
+    free(trie_children); free(trie_cue);
+    weight_start = NULL; weight_state = NULL; weight_value = NULL; cue_word_end = NULL;
+    trie_children = NULL; trie_cue = NULL;
     for (int i = 0; i < N_STATES; i++) {
         Py_CLEAR(singles[i]);
         for (int j = 0; j < N_STATES; j++) Py_CLEAR(pairs[i][j]);
@@ -75,17 +96,59 @@ static int read_doubles(PyObject *seq, double *out, Py_ssize_t n, const char *wh
     return 0;
 }
 
+/* Copy the trie (rules._cue_trie) and check that every index in it is in range. */
+static int read_trie(PyObject *trie) {
+    Py_buffer symbols, children, cues, word_end;
+    if (!PyArg_ParseTuple(trie, "y*y*y*y*", &symbols, &children, &cues, &word_end)) return -1;
+    int ok = 0;
+    n_nodes = cues.len / 4;
+    if (symbols.len != 256 || n_nodes < 1 || cues.len != 4 * n_nodes || children.len != 64 * n_nodes
+        || word_end.len != n_cues) {
+        PyErr_SetString(PyExc_ValueError, "trie: expected 256 symbols, per node 32 int16 and an int32, per cue a byte");
+        goto done;
+    }
+    trie_children = malloc(children.len);
+    trie_cue = malloc(cues.len);
+    cue_word_end = malloc(n_cues + 1);
+    if (!trie_children || !trie_cue || !cue_word_end) { PyErr_NoMemory(); goto done; }
+    memcpy(trie_symbol, symbols.buf, 256);
+    memcpy(trie_children, children.buf, children.len);
+    memcpy(trie_cue, cues.buf, cues.len);
+    memcpy(cue_word_end, word_end.buf, n_cues);
+    for (int c = 0; c < 256; c++)
+        if (trie_symbol[c] >= 32 || (trie_symbol[c] && (in_word[c] ? c < 'a' || c > 'z' : c == '#'))) {
+            PyErr_Format(PyExc_ValueError, "trie: byte %d cannot be in a cue", c);
+            goto done;
+        }
+    for (Py_ssize_t k = 0; k < n_nodes; k++) {
+        if (trie_cue[k] < -1 || trie_cue[k] >= n_cues) { PyErr_Format(PyExc_ValueError, "trie: node %zd's cue", k); goto done; }
+        trie_children[32 * k] = 0; /* column 0: no cue character, no child */
+        for (int c = 1; c < 32; c++)
+            if (trie_children[32 * k + c] < 0 || trie_children[32 * k + c] >= n_nodes) {
+                PyErr_Format(PyExc_ValueError, "trie: node %zd's children", k);
+                goto done;
+            }
+    }
+    ok = 1;
+done:
+    PyBuffer_Release(&symbols);
+    PyBuffer_Release(&children);
+    PyBuffer_Release(&cues);
+    PyBuffer_Release(&word_end);
+    return ok ? 0 : -1;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *weights, *one_word_seq, *tie_seq, *states, *fallback_obj;
+    PyObject *weights, *trie, *tie_seq, *states, *fallback_obj;
     Py_buffer in_word_buf, cue_view_buf;
-    if (!PyArg_ParseTuple(args, "OOy*y*OOO(ididididdddd)", &weights, &one_word_seq, &in_word_buf, &cue_view_buf,
-                          &tie_seq, &states,
+    if (!PyArg_ParseTuple(args, "OO!y*y*OOO(ididididdddd)", &weights, &PyTuple_Type, &trie, &in_word_buf,
+                          &cue_view_buf, &tie_seq, &states,
                           &fallback_obj, &first_state, &first_weight, &last_state, &last_weight, &verify_state,
                           &question_weight, &retrieval_state, &entity_weight, &entity_cap, &second_min,
                           &second_ratio, &fallback_below))
         return NULL;
     release();
-    PyObject *weights_fast = NULL, *one_word_fast = NULL;
+    PyObject *weights_fast = NULL;
     if (in_word_buf.len != 256 || cue_view_buf.len != 256) {
         PyErr_SetString(PyExc_ValueError, "in_word, cue_view_table: expected 256 bytes each");
         goto fail;
@@ -100,49 +163,41 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     for (int i = 0; i < 4; i++)
         if (ids[i] < 0 || ids[i] >= N_STATES) { PyErr_SetString(PyExc_ValueError, "state index out of range"); goto fail; }
     if (read_doubles(tie_seq, tie, N_STATES, "tie") < 0) goto fail;
-    weights_fast = PySequence_Fast(weights, "pattern_weights");
-    one_word_fast = PySequence_Fast(one_word_seq, "pattern_one_word");
-    if (weights_fast == NULL || one_word_fast == NULL) goto fail;
-    n_patterns = PySequence_Fast_GET_SIZE(weights_fast);
-    if (PySequence_Fast_GET_SIZE(one_word_fast) != n_patterns) {
-        PyErr_SetString(PyExc_ValueError, "pattern_one_word: one flag per pattern");
-        goto fail;
-    }
+    weights_fast = PySequence_Fast(weights, "cue_weights");
+    if (weights_fast == NULL) goto fail;
+    n_cues = PySequence_Fast_GET_SIZE(weights_fast);
     Py_ssize_t total = 0;
-    for (Py_ssize_t p = 0; p < n_patterns; p++) {
-        Py_ssize_t n = PyObject_Length(PySequence_Fast_GET_ITEM(weights_fast, p));
+    for (Py_ssize_t c = 0; c < n_cues; c++) {
+        Py_ssize_t n = PyObject_Length(PySequence_Fast_GET_ITEM(weights_fast, c));
         if (n < 0) goto fail;
         total += n;
     }
-    weight_start = malloc(sizeof(Py_ssize_t) * (n_patterns + 1));
+    weight_start = malloc(sizeof(Py_ssize_t) * (n_cues + 1));
     weight_state = malloc(sizeof(int) * (total + 1));
     weight_value = malloc(sizeof(double) * (total + 1));
-    one_word = malloc(n_patterns + 1);
-    if (!weight_start || !weight_state || !weight_value || !one_word) { PyErr_NoMemory(); goto fail; }
+    if (!weight_start || !weight_state || !weight_value) { PyErr_NoMemory(); goto fail; }
     Py_ssize_t w = 0;
-    for (Py_ssize_t p = 0; p < n_patterns; p++) {
-        weight_start[p] = w;
-        PyObject *pairs_p = PySequence_Fast(PySequence_Fast_GET_ITEM(weights_fast, p), "pattern weights");
-        if (pairs_p == NULL) goto fail;
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(pairs_p); i++, w++) {
+    for (Py_ssize_t c = 0; c < n_cues; c++) {
+        weight_start[c] = w;
+        PyObject *pairs_c = PySequence_Fast(PySequence_Fast_GET_ITEM(weights_fast, c), "cue weights");
+        if (pairs_c == NULL) goto fail;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(pairs_c); i++, w++) {
             int state;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(pairs_p, i), "id", &state, &weight_value[w])) {
-                Py_DECREF(pairs_p);
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(pairs_c, i), "id", &state, &weight_value[w])) {
+                Py_DECREF(pairs_c);
                 goto fail;
             }
             if (state < 0 || state >= N_STATES) {
-                PyErr_SetString(PyExc_ValueError, "pattern weights: state index out of range");
-                Py_DECREF(pairs_p);
+                PyErr_SetString(PyExc_ValueError, "cue weights: state index out of range");
+                Py_DECREF(pairs_c);
                 goto fail;
             }
             weight_state[w] = state;
         }
-        Py_DECREF(pairs_p);
-        int flag = PyObject_IsTrue(PySequence_Fast_GET_ITEM(one_word_fast, p));
-        if (flag < 0) goto fail;
-        one_word[p] = (unsigned char)flag;
+        Py_DECREF(pairs_c);
     }
-    weight_start[n_patterns] = w;
+    weight_start[n_cues] = w;
+    if (read_trie(trie) < 0) goto fail;
     for (int i = 0; i < N_STATES; i++) {
         PyObject *a = PyTuple_GET_ITEM(states, i);
         singles[i] = PyTuple_Pack(1, a);
@@ -155,14 +210,12 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_INCREF(fallback_obj);
     fallback = fallback_obj;
     Py_DECREF(weights_fast);
-    Py_DECREF(one_word_fast);
     PyBuffer_Release(&in_word_buf);
     PyBuffer_Release(&cue_view_buf);
     configured = 1;
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(weights_fast);
-    Py_XDECREF(one_word_fast);
     PyBuffer_Release(&in_word_buf);
     PyBuffer_Release(&cue_view_buf);
     release();
@@ -178,30 +231,25 @@ static int read_span(PyObject *span, Py_ssize_t *start, Py_ssize_t *end) {
     return PyArg_ParseTuple(span, "nn", start, end) ? 0 : -1;
 }
 
-/* The entity and question cues of text[start:end] on its own: the matches of rules._ENTITY_RE (a
- * capitalised word or acronym after [a-z0-9,;:] and a space; a number of 2+ digits) and "?" in it.
- * `history` holds the classes of the last 4 characters, the newest in the low byte (0: outside). */
-#define CAPITALISED(history) (((history) & 0xFFFF00u) == (C_SPACE << 16 | C_UPPER << 8) \
-                              && (history) & (C_LOWER | C_UPPER) && (history) >> 24 & (C_LOWER | C_DIGIT | C_PUNCT))
-#define NUMBER_STARTS(history) (((history) & 0xFFFFu) == (C_DIGIT << 8 | C_DIGIT) && ((history) >> 16 & 0xFF) != C_DIGIT)
-
+/* The entity and question cues of text[start:end] on its own: the matches of rules._ENTITY_RE and "?" in it.
+ * One table look-up per character, no branch on the text (capitals and digits come at random). */
 static void span_cues(int kind, const void *data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t *n_entities,
                       int *has_question) {
     Py_ssize_t n = 0;
-    uint32_t history = 0;
+    unsigned history = 0;
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *t = (const Py_UCS1 *)data;
         for (Py_ssize_t i = start; i < end; i++) {
-            history = history << 8 | char_class[t[i]];
-            if (history & (C_UPPER | C_DIGIT) << 8) n += CAPITALISED(history) || NUMBER_STARTS(history);
+            history = (history << 3 | char_class[t[i]]) & HISTORY_MASK;
+            n += entity_ends[history];
         }
         *has_question = memchr(t + start, '?', end - start) != NULL;
     } else {
         int question = 0;
         for (Py_ssize_t i = start; i < end; i++) {
             Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-            history = history << 8 | (ch < 256 ? char_class[ch] : C_OTHER);
-            if (history & (C_UPPER | C_DIGIT) << 8) n += CAPITALISED(history) || NUMBER_STARTS(history);
+            history = (history << 3 | (ch < 256 ? char_class[ch] : C_OTHER)) & HISTORY_MASK;
+            n += entity_ends[history];
             question |= ch == '?';
         }
         *has_question = question;
@@ -240,70 +288,65 @@ static int wide_cue_view_byte(Py_UCS4 ch) {
     return byte;
 }
 
-/* The cue view of text (rules._cue_view): one byte per character, "#" around each span; or None when
- * some character lower-cases to ASCII or to several characters. */
-static PyObject *cue_view(PyObject *self, PyObject *args) {
-    PyObject *text, *spans;
-    if (!PyArg_ParseTuple(args, "UO", &text, &spans)) return NULL;
-    if (!configured) { PyErr_SetString(PyExc_RuntimeError, "configure() first"); return NULL; }
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    PyObject *spans_fast = PySequence_Fast(spans, "spans");
-    if (spans_fast == NULL) return NULL;
-    PyObject *view = PyByteArray_FromStringAndSize(NULL, n);
-    if (view == NULL) { Py_DECREF(spans_fast); return NULL; }
-    unsigned char *v = (unsigned char *)PyByteArray_AS_STRING(view);
+/* v[0:n] = the cue view of text (rules._cue_view, without the "#" around spans). Returns 1, 0 when some
+ * character lower-cases to ASCII or to several characters, -1 on error. */
+static int fill_view(int kind, const void *data, Py_ssize_t n, unsigned char *v) {
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *t = (const Py_UCS1 *)data;
         for (Py_ssize_t i = 0; i < n; i++) v[i] = cue_view_table[t[i]];
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-            int byte = ch < 256 ? cue_view_table[ch] : wide_cue_view_byte(ch);
-            if (byte < 0) {
-                Py_DECREF(spans_fast);
-                Py_DECREF(view);
-                if (byte == -2) return NULL;
-                Py_RETURN_NONE;
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        int byte = ch < 256 ? cue_view_table[ch] : wide_cue_view_byte(ch);
+        if (byte < 0) return byte == -2 ? -1 : 0;
+        v[i] = (unsigned char)byte;
+    }
+    return 1;
+}
+
+/* Add the weights of the cues in v[start:end] to s: from each word start, the longest cue of the trie
+ * that ends on a boundary; the next search starts at its end (leftmost-longest, non-overlapping, as
+ * rules._CUE_RE). v[start - 1] and v[end] are "#", a byte no cue contains, so no walk leaves the span. */
+static void add_cues(const unsigned char *v, Py_ssize_t start, Py_ssize_t end, double *s) {
+    Py_ssize_t i = start;
+    while (i < end) {
+        if (!in_word[v[i]]) { i++; continue; }
+        if (!in_word[v[i - 1]]) { /* a word starts at i */
+            int32_t best = -1;
+            Py_ssize_t j = i, best_end = i;
+            int node = trie_children[trie_symbol[v[i]]]; /* the root's child: the cue prefix v[i:j + 1] */
+            while (node) {
+                j++;
+                int32_t cue = trie_cue[node];
+                if (cue >= 0 && !(cue_word_end[cue] && in_word[v[j]])) { best = cue; best_end = j; }
+                node = trie_children[32 * node + trie_symbol[v[j]]];
             }
-            v[i] = (unsigned char)byte;
+            if (best >= 0) {
+                for (Py_ssize_t w = weight_start[best]; w < weight_start[best + 1]; w++) s[weight_state[w]] += weight_value[w];
+                i = best_end;
+                continue;
+            }
         }
+        for (i++; in_word[v[i]]; i++) {} /* no cue starts inside a word; v[end] is "#" */
     }
-    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(spans_fast); k++) {
-        Py_ssize_t a, b;
-        if (read_span(PySequence_Fast_GET_ITEM(spans_fast, k), &a, &b) < 0 || a < 1 || b < a || b >= n) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "spans[%zd] = (%zd, %zd): not inside the text", k, a, b);
-            Py_DECREF(spans_fast);
-            Py_DECREF(view);
-            return NULL;
-        }
-        v[a - 1] = v[b] = '#';
-    }
-    Py_DECREF(spans_fast);
-    return view;
 }
 
 static PyObject *tag(PyObject *self, PyObject *args) {
-    PyObject *text, *hits, *spans, *rematch;
-    Py_buffer view;
+    PyObject *text, *spans;
     Py_ssize_t position, n_paragraphs;
-    if (!PyArg_ParseTuple(args, "Uy*OOnnO", &text, &view, &hits, &spans, &position, &n_paragraphs, &rematch))
-        return NULL;
-    PyObject *spans_fast = NULL, *hits_fast = NULL, *out = NULL;
-    double *scores = NULL;
-    Py_ssize_t *bounds = NULL, n_spans = 0, k, offset = 0; /* hits are relative to view[offset:] */
-    const unsigned char *v = view.buf;
+    if (!PyArg_ParseTuple(args, "UOnn", &text, &spans, &position, &n_paragraphs)) return NULL;
+    if (!configured) { PyErr_SetString(PyExc_RuntimeError, "configure() first"); return NULL; }
+    PyObject *spans_fast = PySequence_Fast(spans, "spans"), *out = NULL;
+    if (spans_fast == NULL) return NULL;
+    Py_ssize_t n_spans = PySequence_Fast_GET_SIZE(spans_fast), k;
     Py_ssize_t text_len = PyUnicode_GET_LENGTH(text);
-    if (!configured) { PyErr_SetString(PyExc_RuntimeError, "configure() first"); goto done; }
-    if (view.len != text_len) { PyErr_SetString(PyExc_ValueError, "view: one byte per character"); goto done; }
-    spans_fast = PySequence_Fast(spans, "spans");
-    hits_fast = PySequence_Fast(hits, "hits");
-    if (spans_fast == NULL || hits_fast == NULL) goto done;
-    n_spans = PySequence_Fast_GET_SIZE(spans_fast);
-    scores = malloc(sizeof(double) * N_STATES * (n_spans + 1));
-    bounds = malloc(sizeof(Py_ssize_t) * 2 * (n_spans + 1));
-    if (scores == NULL || bounds == NULL) { PyErr_NoMemory(); goto done; }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    double *scores = malloc(sizeof(double) * N_STATES * (n_spans + 1));
+    Py_ssize_t *bounds = malloc(sizeof(Py_ssize_t) * 2 * (n_spans + 1));
+    unsigned char *v = malloc(text_len + 1);
+    if (scores == NULL || bounds == NULL || v == NULL) { PyErr_NoMemory(); goto done; }
     for (k = 0; k < n_spans; k++) {
         Py_ssize_t a, b;
         if (read_span(PySequence_Fast_GET_ITEM(spans_fast, k), &a, &b) < 0) goto done;
@@ -314,50 +357,22 @@ static PyObject *tag(PyObject *self, PyObject *args) {
         }
         bounds[2 * k] = a;
         bounds[2 * k + 1] = b;
-        memcpy(scores + N_STATES * k, tie, sizeof(tie));
     }
-    /* 1. The cue hits, in order, each to its span; a hit that starts inside a word is no cue, and when
-     *    it covers the next word the search starts again there (see rules._cue_scores). */
-    k = 0;
-    for (Py_ssize_t h = 0; h < PySequence_Fast_GET_SIZE(hits_fast) && k < n_spans; h++) {
-        PyObject *hit = PySequence_Fast_GET_ITEM(hits_fast, h);
-        if (!PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) < 2) {
-            PyErr_SetString(PyExc_TypeError, "hits: expected (pattern, start, end) tuples");
-            goto done;
-        }
-        Py_ssize_t pattern = PyLong_AsSsize_t(PyTuple_GET_ITEM(hit, 0));
-        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(hit, 1)) + offset;
-        if (PyErr_Occurred()) goto done;
-        if (pattern < 0 || pattern >= n_patterns || start < 0 || start >= text_len) {
-            PyErr_SetString(PyExc_ValueError, "hits: pattern or start out of range");
-            goto done;
-        }
-        while (k < n_spans && start >= bounds[2 * k + 1]) k++;
-        if (k == n_spans || start < bounds[2 * k]) continue;
-        if (in_word[v[start - 1]]) {
-            if (!one_word[pattern]) {
-                for (offset = start; offset < text_len && in_word[v[offset]]; offset++) {}
-                PyObject *more = PyObject_CallFunction(rematch, "n", offset);
-                if (more == NULL) goto done;
-                Py_SETREF(hits_fast, PySequence_Fast(more, "rematch()"));
-                Py_DECREF(more);
-                if (hits_fast == NULL) goto done;
-                h = -1;
-            }
-            continue;
-        }
-        double *s = scores + N_STATES * k;
-        for (Py_ssize_t w = weight_start[pattern]; w < weight_start[pattern + 1]; w++) s[weight_state[w]] += weight_value[w];
+    int filled = fill_view(kind, data, text_len, v);
+    if (filled <= 0) {
+        if (filled == 0) { out = Py_None; Py_INCREF(out); }
+        goto done;
     }
-    /* 2. Per span, in the order of rules._tag_spans_py: the position, question and entity cues, the states. */
+    for (k = 0; k < n_spans; k++) v[bounds[2 * k] - 1] = v[bounds[2 * k + 1]] = '#'; /* each span seen alone */
     out = PyList_New(n_spans);
     if (out == NULL) goto done;
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
+    /* Per span, in the order of rules._tag_spans_py: the cues, the position, question and entity cues, the states. */
     for (k = 0; k < n_spans; k++, position++) {
         double *s = scores + N_STATES * k;
         Py_ssize_t n_entities;
         int question;
+        memcpy(s, tie, sizeof(tie));
+        add_cues(v, bounds[2 * k], bounds[2 * k + 1], s);
         if (position == 0) s[first_state] += first_weight;
         else if (position == n_paragraphs - 1) s[last_state] += last_weight;
         span_cues(kind, data, bounds[2 * k], bounds[2 * k + 1], &n_entities, &question);
@@ -373,21 +388,19 @@ static PyObject *tag(PyObject *self, PyObject *args) {
 done:
     free(scores);
     free(bounds);
-    Py_XDECREF(spans_fast);
-    Py_XDECREF(hits_fast);
-    PyBuffer_Release(&view);
+    free(v);
+    Py_DECREF(spans_fast);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"configure", configure, METH_VARARGS, "Load the cue weights, states and constants of rules.py."},
-    {"cue_view", cue_view, METH_VARARGS, "The cue view of text around spans (see rules._cue_view), or None."},
-    {"tag", tag, METH_VARARGS, "States of each span from its cue hits (see rules._tag_spans_py)."},
+    {"configure", configure, METH_VARARGS, "Load the cue trie and weights, states and constants of rules.py."},
+    {"tag", tag, METH_VARARGS, "States of each span of text (see rules._tag_spans_py), or None: take the reference path."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rules_c", "The rules tagger's scoring, compiled.", -1, methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_rules_c", "The rules tagger, compiled.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__rules_c(void) {

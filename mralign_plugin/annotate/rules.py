@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import array
 import re
 import warnings
 
@@ -399,10 +400,9 @@ def tag_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, ...]]:
 def _tag_spans(text: str, spans: list[tuple[int, int]], position: int, n_paragraphs: int) -> list[tuple[str, ...]]:
     """States of ``text[a:b]`` for each span, the first at ``position``; 0 < a, b < len(text) (see tag_spans)."""
     if _compiled is not None:
-        view = _compiled.cue_view(text, spans)
-        if view is not None:
-            return _compiled.tag(text, view, _CUE_MATCHER.find_matches_as_indexes(view), spans, position, n_paragraphs,
-                                 lambda start: _CUE_MATCHER.find_matches_as_indexes(memoryview(view)[start:]))
+        states = _compiled.tag(text, spans, position, n_paragraphs)
+        if states is not None:
+            return states
     return _tag_spans_py(text, spans, position, n_paragraphs)
 
 
@@ -445,6 +445,35 @@ def _tag_spans_py(text: str, spans: list[tuple[int, int]], position: int, n_para
     return out
 
 
+def _cue_trie() -> tuple[bytes, bytes, bytes, bytes]:
+    """The cues (in ``_CUE_WEIGHTS`` order) as a trie for the compiled tagger, a dense transition table.
+
+    Returns ``symbols``: 256 bytes, each cue-view byte's column (the cues' characters are 1..31, any
+    other byte 0, a column with no child); ``children``: int16 ``[node][32]``, a node's child on each
+    symbol (0: none; the root, node 0, is nobody's child); ``cues``: int32 per node, the cue ending
+    there or -1; ``word_end``: per cue, whether its last character is a word character.
+    """
+    alphabet = sorted({ch for cue in _CUE_WEIGHTS for ch in cue.encode("ascii")})
+    assert len(alphabet) < 32, alphabet
+    symbols = bytearray(256)
+    for column, ch in enumerate(alphabet, start=1):
+        symbols[ch] = column
+    children, cues = array.array("h", [0] * 32), array.array("i", [-1])
+    for cue_index, cue in enumerate(_CUE_WEIGHTS):
+        assert cue[0].isalpha() and (cue[-1].isalnum() or cue[-1] == ","), cue  # the walk's boundary tests
+        node = 0
+        for ch in cue.encode("ascii"):
+            cell = node * 32 + symbols[ch]
+            if not children[cell]:
+                children[cell] = len(cues)
+                children.extend([0] * 32)
+                cues.append(-1)
+            node = children[cell]
+        cues[node] = cue_index
+    word_end = bytes(cue[-1].isalnum() for cue in _CUE_WEIGHTS)
+    return bytes(symbols), children.tobytes(), cues.tobytes(), word_end
+
+
 def _load_compiled():
     """The compiled scoring loop (``_rules_c.c``, built at install when a C compiler is there), or None."""
     try:
@@ -454,8 +483,8 @@ def _load_compiled():
     constants = (_FIRST, _FIRST_W, _LAST, _LAST_W, _VERIFY, QUESTION_WEIGHT, _RETRIEVAL, ENTITY_WEIGHT, ENTITY_CAP,
                  SECOND_MIN, SECOND_RATIO, 0.5)
     try:
-        _rules_c.configure(_PATTERN_WEIGHTS, _PATTERN_ONE_WORD, bytes(_IN_WORD), _CUE_VIEW, _TIE, STATES, _FALLBACK,
-                           constants)
+        _rules_c.configure(tuple(_CUE_WEIGHTS.values()), _cue_trie(), bytes(_IN_WORD), _CUE_VIEW, _TIE, STATES,
+                           _FALLBACK, constants)
     except (TypeError, ValueError) as e:  # a build older than this file: same results in Python, slower
         warnings.warn(f"{_rules_c.__file__} does not match rules.py ({e}); using the Python loop. Rebuild it: "
                       "pip install -e . (or reinstall mralign_plugin)", RuntimeWarning, stacklevel=2)

@@ -168,25 +168,29 @@ def test_fast_path_corner_cases():
                 assert tag_paragraph(text, position, 5) == reference_tag(text, position, 5), (text, position)
 
 
-def test_hits_inside_a_word_that_cover_the_next_word():
+def test_hits_inside_a_word_that_cover_the_next_word(monkeypatch):
     """'also i need to': the automaton's leftmost hit is 'so i' inside 'also'; the real cue starts at 'i'.
-    Both paths search again from the end of the word (no regex fallback) and agree with the definition."""
+    The Python loop searches again from the end of the word (no regex fallback); the compiled loop walks
+    its trie from word starts only. Both agree with the definition."""
     cases = ["also i need to find it", "cameo, so i think. also i need to check", "piso i need to also i know that",
              "kayak so, the answer is x" * 3]
     for text in cases:
         assert tag_paragraph(text, 2, 5) == reference_tag(text, 2, 5), text
         with python_loop():
             assert tag_paragraph(text, 2, 5) == reference_tag(text, 2, 5), text
-    padded, searched_from = f"\n{cases[0]}\n", []  # the compiled loop did search again, from the end of "also"
-    view = rules._compiled.cue_view(padded, [(1, len(padded) - 1)])
+    searched_from, matcher = [], rules._CUE_MATCHER  # the Python loop did search again, from the end of "also"
 
-    def rematch(start):
-        searched_from.append(start)
-        return rules._CUE_MATCHER.find_matches_as_indexes(memoryview(view)[start:])
+    class Recording:
+        @staticmethod
+        def find_matches_as_indexes(view):
+            searched_from.append(len(padded) - len(view))
+            return matcher.find_matches_as_indexes(view)
 
-    hits = rules._CUE_MATCHER.find_matches_as_indexes(view)
-    assert rules._compiled.tag(padded, view, hits, [(1, len(padded) - 1)], 2, 5, rematch) == [reference_tag(cases[0], 2, 5)]
-    assert searched_from == [padded.index("also") + 4]
+    padded = f"\n{cases[0]}\n"
+    monkeypatch.setattr(rules, "_CUE_MATCHER", Recording)
+    with python_loop():
+        assert tag_paragraph(cases[0], 2, 5) == reference_tag(cases[0], 2, 5)
+    assert searched_from == [0, padded.index("also") + 4]
 
 
 def test_compiled_loop_rejects_bad_spans():
