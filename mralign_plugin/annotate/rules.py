@@ -458,18 +458,22 @@ def _cue_trie() -> tuple[bytes, bytes, bytes, bytes]:
     symbols = bytearray(256)
     for column, ch in enumerate(alphabet, start=1):
         symbols[ch] = column
-    children, cues = array.array("h", [0] * 32), array.array("i", [-1])
+    trie: dict = {}  # symbol -> child; -1 -> the cue ending here
     for cue_index, cue in enumerate(_CUE_WEIGHTS):
         assert cue[0].isalpha() and (cue[-1].isalnum() or cue[-1] == ","), cue  # the walk's boundary tests
-        node = 0
+        node = trie
         for ch in cue.encode("ascii"):
-            cell = node * 32 + symbols[ch]
-            if not children[cell]:
-                children[cell] = len(cues)
-                children.extend([0] * 32)
-                cues.append(-1)
-            node = children[cell]
-        cues[node] = cue_index
+            node = node.setdefault(symbols[ch], {})
+        node[-1] = cue_index
+    nodes = [trie]  # breadth-first, so that the short prefixes most walks visit share cache lines
+    children, cues = array.array("h"), array.array("i")
+    for node in nodes:  # grows while it is read
+        row = [0] * 32
+        for column, child in sorted((c, n) for c, n in node.items() if c != -1):
+            row[column] = len(nodes)
+            nodes.append(child)
+        children.extend(row)
+        cues.append(node.get(-1, -1))
     word_end = bytes(cue[-1].isalnum() for cue in _CUE_WEIGHTS)
     return bytes(symbols), children.tobytes(), cues.tobytes(), word_end
 
