@@ -40,6 +40,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mralign_plugin.core.answers import contains_gold
 from mralign_plugin.core.config_file import read_yaml_or_json
@@ -239,9 +240,8 @@ class TransitionScores:
 
 # ---- outcome, hit gap, format ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RewardParts:
-    """One rollout's reward and its terms (what ``extra_logs`` reports)."""
+class RewardParts(NamedTuple):
+    """One rollout's reward and its terms (what ``extra_logs`` reports); a named tuple, built on every call."""
 
     reward: float
     score: float  # OpenRLHF's "scores" (dynamic filtering): the outcome when gold is known, else the reward

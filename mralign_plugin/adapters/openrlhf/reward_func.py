@@ -14,7 +14,6 @@ config before launching, so a broken config fails there, not in the middle of a 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -66,7 +65,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list, **kwargs) 
         result = _scorer(os.environ.get(CONFIG_ENV, ""))(queries, prompts, labels)
     except Exception as e:  # no config, or it failed to load (logged once): never raise into OpenRLHF
         n = len(queries) if isinstance(queries, list | tuple) else 1
-        result = reply([dataclasses.replace(ERROR_PARTS, error=f"{type(e).__name__}: {e}")] * n)
+        result = reply([ERROR_PARTS._replace(error=f"{type(e).__name__}: {e}")] * n)
     return {
         "rewards": torch.from_numpy(np.array(result["rewards"], dtype=np.float32)),  # (B,)
         "scores": torch.from_numpy(np.array(result["scores"], dtype=np.float32)),  # (B,)

@@ -9,7 +9,6 @@ scores 0.0 and counts in ``mralign/errors``; nothing here raises on bad input.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -138,7 +137,7 @@ class RewardScorer:
         if self.n_errors <= _MAX_LOGGED_ERRORS:
             last = "; further errors are only counted" if self.n_errors == _MAX_LOGGED_ERRORS else ""
             logger.warning("mralign reward: a sample failed (%s: %s); reward 0.0%s", type(exc).__name__, exc, last)
-        return dataclasses.replace(ERROR_PARTS, error=f"{type(exc).__name__}: {exc}")
+        return ERROR_PARTS._replace(error=f"{type(exc).__name__}: {exc}")
 
 
 class _Sample(NamedTuple):
@@ -152,16 +151,23 @@ class _Sample(NamedTuple):
 
 def reply(parts: Sequence[RewardParts]) -> dict:
     """``{"rewards", "scores", "extra_logs"}``: extra_logs are batch means, ``mralign/errors`` a count."""
+    transition = outcome = hit_gap = n_segments = errors = 0.0
+    for p in parts:  # one pass: this runs on every reward call, most often for one rollout
+        transition += p.transition
+        outcome += p.outcome
+        hit_gap += p.hit_gap
+        n_segments += p.n_segments
+        errors += p.error is not None
     n = max(len(parts), 1)
     return {
         "rewards": [p.reward for p in parts],
         "scores": [p.score for p in parts],
         "extra_logs": {
-            "mralign/transition": sum(p.transition for p in parts) / n,
-            "mralign/outcome": sum(p.outcome for p in parts) / n,
-            "mralign/hit_gap": sum(p.hit_gap for p in parts) / n,
-            "mralign/n_segments": sum(p.n_segments for p in parts) / n,
-            "mralign/errors": float(sum(p.error is not None for p in parts)),
+            "mralign/transition": transition / n,
+            "mralign/outcome": outcome / n,
+            "mralign/hit_gap": hit_gap / n,
+            "mralign/n_segments": n_segments / n,
+            "mralign/errors": errors,
         },
     }
 
