@@ -4,7 +4,8 @@
     does, on ~1,000-token traces (GPT-2 BPE count) tagged by the ``rules`` tagger, the process pinned
     to one core: wall clock and per CPU-second (the latter does not depend on what else the machine
     runs), and the CPU time of each stage. Target: >= 5,000 trajectories/s. Also, in the same run, the
-    tagger's pure-Python scoring loop (what an install without a C compiler runs) and the ratio.
+    reward in pure Python (the tagger and parser without their C extensions, as installed without a C
+    compiler) and the ratio.
 (b) ``mralign serve-reward`` under 32 concurrent loopback clients (aiohttp, OpenRLHF's own HTTP
     client library, one request per rollout as OpenRLHF sends them): p50 / p99 latency, throughput
     and requests per server CPU-second, against a minimal endpoint on the same framework (Starlette +
@@ -16,8 +17,8 @@ Traces are built from the bundled demo corpus's paragraphs (real sentences of th
 regrouped into ~12 paragraphs per trace; a third answer right, a third carry the gold only in the
 thinking (hit gap), a third never mention it. Servers run in their own processes.
 
-    /work/main/.venv/bin/python benchmarks/bench_reward.py             # about a minute
-    /work/main/.venv/bin/python benchmarks/bench_reward.py --quick     # about 15 seconds
+    python benchmarks/bench_reward.py             # about a minute
+    python benchmarks/bench_reward.py --quick     # about 15 seconds
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 from mralign_plugin.annotate import rules
+from mralign_plugin.core import segment
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -121,12 +123,14 @@ def bench_reward_func(rollouts: list, config: Path, rounds: int) -> dict:
 
 
 def bench_pure_python(rollouts: list, config: Path, rounds: int) -> dict:
-    """:func:`bench_reward_func` with the tagger's pure-Python scoring loop (as installed without a C compiler)."""
-    compiled, rules._compiled = rules._compiled, None
+    """:func:`bench_reward_func` without the C extensions (tagger, parser), as installed without a C compiler."""
+    saved = rules._compiled, segment._paragraph_spans, segment._think_blocks
+    rules._compiled = None
+    segment._paragraph_spans, segment._think_blocks = segment._paragraph_spans_py, segment._think_blocks_py
     try:
         return bench_reward_func(rollouts, config, rounds)
     finally:
-        rules._compiled = compiled
+        rules._compiled, segment._paragraph_spans, segment._think_blocks = saved
 
 
 def breakdown(rollouts: list, config: Path) -> dict[str, float]:
@@ -317,16 +321,18 @@ def main() -> None:
             os.sched_setaffinity(0, {min(all_cpus)})  # (a) on one core
         rf = bench_reward_func(rollouts, config, args.rounds)
         stages = breakdown(rollouts, config)
-        pure = bench_pure_python(rollouts, config, max(2, args.rounds // 2)) if rules.COMPILED else None
+        compiled = rules.COMPILED and segment.COMPILED
+        pure = bench_pure_python(rollouts, config, max(2, args.rounds // 2)) if compiled else None
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, all_cpus)
         print(f"\n(a) reward_func, one call per rollout, one core, median of {args.rounds} passes: "
               f"{rf['per_s']:,.0f} trajectories/s wall clock ({rf['us']:.0f} us each; best pass {rf['best_per_s']:,.0f}/s), "
               f"{rf['per_cpu_s']:,.0f} per CPU-second; target >= 5,000/s: {'PASS' if rf['per_s'] >= 5000 else 'MISS'}")
         if pure is None:
-            print("    the tagger's C scoring loop is not built (no C compiler at install): pure-Python loop measured")
+            print("    the C extensions are not all built (no C compiler at install?): "
+                  f"tagger compiled {rules.COMPILED}, parser compiled {segment.COMPILED}")
         else:
-            print(f"    tagger scoring loop compiled (mralign_plugin/annotate/_rules_c.c); the pure-Python loop: "
+            print(f"    tagger and parser compiled (annotate/_rules_c.c, core/_segment_c.c); in pure Python: "
                   f"{pure['per_s']:,.0f}/s, so {rf['per_s'] / pure['per_s']:.2f}x")
         total = sum(stages.values())
         print("    CPU time per rollout by stage:")

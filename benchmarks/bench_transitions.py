@@ -14,9 +14,9 @@ The corpus mimics real annotated records: K = 17 (the paper's taxonomy), chains 
 planted P+ / P- (about 8 steps), 30 % of steps carrying a second random state, a short
 ``<think>`` response with one paragraph per step.
 
-    /work/main/.venv/bin/python benchmarks/bench_transitions.py            # 1,000,000 trajectories
-    /work/main/.venv/bin/python benchmarks/bench_transitions.py --quick    # 20,000, a few seconds
-    /work/main/.venv/bin/python benchmarks/bench_transitions.py --repeats 2  # on a busy machine
+    python benchmarks/bench_transitions.py            # 1,000,000 trajectories
+    python benchmarks/bench_transitions.py --quick    # 20,000, a few seconds
+    python benchmarks/bench_transitions.py --repeats 2  # on a busy machine
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from mralign_plugin.core.transitions import (
     structural_mask,
 )
 
-PYTHON = sys.executable  # run with /work/main/.venv/bin/python
+PYTHON = sys.executable
 WORDS = (
     "the question asks about which country city river author year first known record source claim "
     "answer likely because therefore however recall check consider option evidence suggests"

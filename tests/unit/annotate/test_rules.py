@@ -1,6 +1,7 @@
 """The offline cue tagger: valid output, one step per paragraph, each state reachable, the fast paths
 (compiled and pure Python) equal to the plain per-paragraph definition, fast."""
 
+import array
 import contextlib
 import time
 
@@ -214,6 +215,27 @@ def test_tag_spans_equals_tagging_each_span(paragraphs, gaps):
         text += p + (gaps[i + 1] if i < len(paragraphs) - 1 or len(paragraphs) % 3 else "")
     n = len(paragraphs)
     assert tag_spans(text, spans) == [tag_paragraph(p, i, n) for i, p in enumerate(paragraphs)]
+
+
+def test_compiled_tagger_rejects_a_trie_that_points_out_of_range():
+    """configure() checks every index of the trie it is given, so a bad one is an error, not a wild read."""
+    symbols, children, cues, word_end = rules._cue_trie()
+    bad_child = array.array("h", children)
+    bad_child[1] = len(cues) // 4  # the root's child on the first column: one past the last node
+    bad_cue = array.array("i", cues)
+    bad_cue[1] = len(word_end)  # a cue index one past the last cue
+    try:
+        for trie in [(symbols, bad_child.tobytes(), cues, word_end), (symbols, children, bad_cue.tobytes(), word_end),
+                     (symbols, children[:-2], cues, word_end), (bytes(255), children, cues, word_end)]:
+            with pytest.raises(ValueError, match="trie"):
+                rules._compiled.configure(tuple(rules._CUE_WEIGHTS.values()), trie, bytes(rules._IN_WORD),
+                                          rules._CUE_VIEW, rules._TIE, STATES, rules._FALLBACK,
+                                          (0, 1.0, 0, 1.0, 0, 1.0, 0, 1.0, 1.0, 1.0, 1.0, 0.5))
+        with pytest.raises(RuntimeError, match="configure"):  # a failed configure() leaves nothing half-loaded
+            rules._compiled.tag("\nwait\n", [(1, 5)], 0, 1)
+    finally:
+        assert rules._load_compiled() is rules._compiled  # configured again from rules.py
+    assert tag_paragraph("Wait, that's not right.", 3, 6) == ("backtracking",)
 
 
 def test_a_stale_compiled_loop_falls_back_to_python_with_a_warning(monkeypatch):
