@@ -14,12 +14,12 @@ it is strong on its own (``SECOND_MIN``) and close to the top (``SECOND_RATIO``)
 no cue at all falls back to ``retrieval``, the most frequent state of the paper's training data
 (Table 7). Ties go to the more frequent state in that table.
 
-Speed: the cues of a whole thinking are found in one call to a compiled Aho-Corasick automaton
-(``ahocorasick_rs``) on a one-byte-per-character view of the text. What follows (each hit's weights to
-its paragraph, the entity and question cues, the pick of the states) runs in a small C loop,
-``_rules_c.c``, built at install when a C compiler is there; else :func:`_tag_spans_py` does the same
-in Python (``COMPILED`` says which). Both give exactly the result of the plain per-paragraph
-definition (``_CUE_RE`` and ``_ENTITY_RE`` on each paragraph); property tests check it.
+Speed: all paragraphs of a thinking are tagged in one call, on a one-byte-per-character view of the
+text. Compiled (``_rules_c.c``, built at install when a C compiler is there; ``COMPILED`` says so), a
+trie of the cues is walked from each word start. Otherwise :func:`_tag_spans_py` finds the cues with
+one call to a compiled Aho-Corasick automaton (``ahocorasick_rs``) and scores them in Python. Both give
+exactly the result of the plain per-paragraph definition (``_CUE_RE`` and ``_ENTITY_RE`` on each
+paragraph); property tests check it.
 
 Example:
     >>> tag_paragraph("Wait, that's not right. Let me reconsider the date.", position=3, n_paragraphs=6)
@@ -246,7 +246,8 @@ _ENTITY_RE = re.compile(r"[A-Z0-9](?:(?<=[a-z0-9,;:] [A-Z])(?:[a-z]+|[A-Z]+)|(?<
 # ---- the fast path: the same matches, found by a compiled automaton on a byte view -----------------------
 #
 # Python's regex engine tries _CUE_RE at every word start (~150 ns each, most of the tagger's time).
-# The fast path finds the cues of a whole thinking in one call to a compiled Aho-Corasick automaton
+# The compiled path walks _cue_trie() from each word start of the cue view below (see _rules_c.c).
+# The Python path finds the cues of a whole thinking in one call to a compiled Aho-Corasick automaton
 # (ahocorasick_rs, a DFA in Rust) on a "cue view" of the text: one byte per character, letters
 # lower-cased, every other word character "0" (no cue contains one) and every non-word character
 # kept when cues contain it (" ,-'.") or "#" otherwise. Each cue is a pattern followed by each
@@ -479,7 +480,7 @@ def _cue_trie() -> tuple[bytes, bytes, bytes, bytes]:
 
 
 def _load_compiled():
-    """The compiled scoring loop (``_rules_c.c``, built at install when a C compiler is there), or None."""
+    """The compiled tagger (``_rules_c.c``, built at install when a C compiler is there), or None."""
     try:
         from mralign_plugin.annotate import _rules_c
     except ImportError:
@@ -497,7 +498,7 @@ def _load_compiled():
 
 
 _compiled = _load_compiled()
-COMPILED = _compiled is not None  # the tagger runs its scoring loop compiled (same results; ~2x the throughput)
+COMPILED = _compiled is not None  # the tagger runs compiled (same results, faster)
 
 
 def tag_paragraph(text: str, position: int = 0, n_paragraphs: int = 1) -> tuple[str, ...]:

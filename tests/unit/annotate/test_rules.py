@@ -128,7 +128,7 @@ paragraph = st.lists(word | st.sampled_from(SEPARATORS) | st.text(max_size=3), m
 
 @contextlib.contextmanager
 def python_loop():
-    """The tagger with its pure-Python scoring loop (what runs when the C extension is not built)."""
+    """The tagger in Python (what runs when the C extension is not built)."""
     compiled, rules._compiled = rules._compiled, None
     try:
         yield
@@ -137,7 +137,7 @@ def python_loop():
 
 
 def test_compiled_scoring_loop_is_built():
-    """The install builds the C scoring loop (setup.py); without a C compiler it falls back to Python."""
+    """The install builds the C tagger (setup.py); without a C compiler it falls back to Python."""
     assert rules.COMPILED, "mralign_plugin/annotate/_rules_c.c was not built: reinstall with a C compiler present"
 
 
