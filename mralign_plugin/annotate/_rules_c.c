@@ -41,6 +41,7 @@ static Py_ssize_t n_nodes = 0;
 static unsigned char trie_symbol[256];   /* a cue-view byte's column in trie_children, 0 for no cue character */
 static int16_t *trie_children = NULL;    /* [node][32]: the child on each column, 0 for none */
 static int32_t *trie_cue = NULL;         /* [node]: the cue ending there, -1 for none */
+static int16_t trie_depth2[32 * 32];     /* [column][column]: the node of a two-character prefix, 0 for none */
 static unsigned char in_word[256];
 static unsigned char cue_view_table[256];
 static double tie[N_STATES];
@@ -135,6 +136,11 @@ static int read_trie(PyObject *trie) {
                 PyErr_Format(PyExc_ValueError, "trie: node %zd's children", k);
                 goto done;
             }
+    }
+    for (int a = 0; a < 32; a++) { /* every cue has 2+ characters, so a walk can start at depth 2 */
+        int16_t first = trie_children[a];
+        if (first && trie_cue[first] >= 0) { PyErr_SetString(PyExc_ValueError, "trie: a one-character cue"); goto done; }
+        for (int b = 0; b < 32; b++) trie_depth2[32 * a + b] = first ? trie_children[32 * first + b] : 0;
     }
     ok = 1;
 done:
@@ -324,10 +330,10 @@ static void add_cues(const unsigned char *v, Py_ssize_t start, Py_ssize_t end, d
         for (Py_ssize_t i = base; i < stop; i++)
             word_starts |= (uint64_t)(in_word[v[i]] & !in_word[v[i - 1]]) << (i - base);
         for (; word_starts; word_starts &= word_starts - 1) {
-            Py_ssize_t i = base + ctz64(word_starts), j = i;
+            Py_ssize_t i = base + ctz64(word_starts), j = i + 1; /* v[i + 1]: at most the "#" at v[end] */
             if (i < resume) continue;
             int32_t best = -1;
-            int node = trie_children[trie_symbol[v[i]]]; /* the root's child: the cue prefix v[i:j + 1] */
+            int node = trie_depth2[32 * trie_symbol[v[i]] + trie_symbol[v[j]]]; /* the cue prefix v[i:j + 1] */
             while (node) {
                 j++;
                 int32_t cue = trie_cue[node];
