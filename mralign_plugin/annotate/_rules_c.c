@@ -309,10 +309,20 @@ static int fill_view(int kind, const void *data, Py_ssize_t n, unsigned char *v)
         for (Py_ssize_t i = 0; i < n; i++) v[i] = cue_view_table[t[i]];
         return 1;
     }
+    /* Beyond Latin-1, str.lower() is asked once per character of the Basic Multilingual Plane and the answer
+     * kept (0: not asked yet), so that a thinking in Chinese costs a table look-up per character. */
+    static signed char bmp_view[0x10000];
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-        int byte = ch < 256 ? cue_view_table[ch] : wide_cue_view_byte(ch);
-        if (byte < 0) return byte == -2 ? -1 : 0;
+        int byte;
+        if (ch < 256) byte = cue_view_table[ch];
+        else if (ch < 0x10000 && bmp_view[ch]) byte = bmp_view[ch];
+        else {
+            byte = wide_cue_view_byte(ch);
+            if (byte == -2) return -1;
+            if (ch < 0x10000) bmp_view[ch] = (signed char)byte;
+        }
+        if (byte < 0) return 0;
         v[i] = (unsigned char)byte;
     }
     return 1;

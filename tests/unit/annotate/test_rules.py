@@ -194,6 +194,27 @@ def test_hits_inside_a_word_that_cover_the_next_word(monkeypatch):
     assert searched_from == [0, padded.index("also") + 4]
 
 
+def test_thinking_beyond_latin1_is_exact_and_fast():
+    """A thinking in Chinese (every character beyond Latin-1) tags as the definition does, and the compiled
+    tagger asks str.lower() once per distinct character, not per character: faster than the Python path."""
+    paragraphs = ["我记得巴黎是法国的首都。Wait, 让我再检查一下 I recall 1999。" * 12 for _ in range(12)]
+    n = len(paragraphs)
+    assert tag_paragraphs(paragraphs) == [reference_tag(p, i, n) for i, p in enumerate(paragraphs)]
+
+    def best_time():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            tag_paragraphs(paragraphs)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    compiled = best_time()
+    with python_loop():
+        python = best_time()
+    assert compiled < python, (compiled, python)
+
+
 def test_compiled_loop_rejects_bad_spans():
     """Spans out of order, overlapping or touching the text's ends are a ValueError, not a wrong tag."""
     text = "\nWait, that is wrong.\nSo the answer is Paris.\n"
