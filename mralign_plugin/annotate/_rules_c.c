@@ -12,9 +12,9 @@
  *   tag(text, spans, position, n_paragraphs) -> list of state tuples, or None where rules.py must take
  *       the reference path (a character whose lower case is ASCII or several characters)
  *
- * The trie (rules._cue_trie) is in breadth-first order, node 0 the root: per node its byte, the index of
- * its first child (children are contiguous and sorted), its number of children and the cue ending there
- * (-1: none); per cue whether its last character is a word character (it then needs a boundary after it).
+ * The trie (rules._cue_trie) is a dense table: each cue-view byte's column (0 for a byte no cue contains),
+ * per node its child on each column (0: none; node 0 is the root) and the cue ending there (-1: none), and
+ * per cue whether its last character is a word character (it then needs a boundary after it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
