@@ -136,7 +136,7 @@ def python_loop():
         rules._compiled = compiled
 
 
-def test_compiled_scoring_loop_is_built():
+def test_compiled_tagger_is_built():
     """The install builds the C tagger (setup.py); without a C compiler it falls back to Python."""
     assert rules.COMPILED, "mralign_plugin/annotate/_rules_c.c was not built: reinstall with a C compiler present"
 
