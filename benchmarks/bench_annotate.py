@@ -4,7 +4,7 @@
    to CPU 0), on the hand-written paragraphs of tests/data/rules_gold.jsonl and the demo corpus,
    repeated. Also end to end per response (``annotate_rules``: think parsing + tagging). Target
    >= 20,000 paragraphs/s.
-2. **LLM client**: the instant-answer server (annotate/fake_server.py, mode ok) runs in its own
+2. **LLM client**: the instant-answer server (tests/support/fake_chat_server.py, mode ok) runs in its own
    process on CPU 1; this process on CPU 0. The server's ceiling is measured with a bare aiohttp
    client (64 coroutines posting pre-encoded request bodies, decoding the JSON). Against it: the
    annotator's ``ChatClient`` on the same messages (target >= 0.8x), and, for information, the
@@ -38,6 +38,7 @@ from mralign_plugin.core.formats import iter_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = ROOT / "tests" / "data" / "rules_gold.jsonl"
 DEMO = ROOT / "mralign_plugin" / "data" / "demo_annotated.jsonl"
+FAKE_SERVER = ROOT / "tests" / "support" / "fake_chat_server.py"  # a test double, not part of the package
 CONCURRENCY = 64
 
 
@@ -109,7 +110,7 @@ def bench_rules(min_paragraphs: int = 40_000, repeats: int = 3) -> dict:
 
 
 def start_server(cpu: int | None) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mralign_plugin.annotate.fake_server", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, str(FAKE_SERVER), "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     if cpu is not None:
         try:
@@ -182,8 +183,9 @@ async def our_client(base_url: str, messages: list[list[dict]]) -> float:
 
 def bench_client(n_records: int, server_cpu: int | None, workdir: Path, rounds: int = 3) -> dict:
     """Best of ``rounds`` alternating runs of: bare client, ChatClient, full driver."""
-    from mralign_plugin.annotate.run import AnnotateOptions, Endpoint, annotate_file
+    from mralign_plugin.annotate.annotators import Endpoint
     from mralign_plugin.core.segment import parse_response
+    from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file
 
     proc, base_url = start_server(server_cpu)
     try:

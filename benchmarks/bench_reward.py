@@ -59,7 +59,7 @@ def gpt2_tokenizer():
 def make_traces(n: int, target_tokens: int = 1000, seed: int = 0) -> tuple[list[tuple[str, str, dict]], float]:
     """``n`` (query, prompt, label) rollouts of about ``target_tokens`` response tokens; and the mean count."""
     from mralign_plugin.core.segment import parse_response
-    from mralign_plugin.pipeline.demo import demo_corpus_path
+    from mralign_plugin.data import demo_corpus_path
 
     records = [json.loads(line) for line in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
     paragraphs = [r["response"][a:b] for r in records for a, b in parse_response(r["response"]).paragraphs]
@@ -90,7 +90,7 @@ def write_config(tmp: Path) -> Path:
     from mralign_plugin.core.formats import write_transitions
     from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
     from mralign_plugin.core.transitions import fit_transition_model
-    from mralign_plugin.pipeline.demo import demo_corpus_path
+    from mralign_plugin.data import demo_corpus_path
 
     records = [json.loads(x) for x in demo_corpus_path().read_text(encoding="utf-8").splitlines()]
     write_transitions(tmp / "transitions.json", fit_transition_model(records, PAPER_TAXONOMY))

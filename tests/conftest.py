@@ -32,7 +32,7 @@ def reward_config(tmp_path_factory):
     from mralign_plugin.core.formats import read_jsonl, write_transitions
     from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
     from mralign_plugin.core.transitions import fit_transition_model
-    from mralign_plugin.pipeline.demo import demo_corpus_path
+    from mralign_plugin.data import demo_corpus_path
 
     tmp = tmp_path_factory.mktemp("reward")
     write_transitions(tmp / "transitions.json", fit_transition_model(read_jsonl(demo_corpus_path()), PAPER_TAXONOMY))

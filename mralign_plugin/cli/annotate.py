@@ -23,7 +23,7 @@ def _split(value: str | None) -> list[str]:
 
 
 def _endpoints(args: argparse.Namespace):
-    from mralign_plugin.annotate.run import Endpoint
+    from mralign_plugin.annotate.annotators import Endpoint
 
     if args.annotator == "rules":
         return []
@@ -48,7 +48,7 @@ def _taxonomy(path: str | None):
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from mralign_plugin.annotate.run import AnnotateOptions, annotate_file, dry_run
+    from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file, dry_run
 
     opts = AnnotateOptions(
         annotator=args.annotator, endpoints=_endpoints(args), concurrency=args.concurrency, timeout=args.timeout,

@@ -59,7 +59,7 @@ def _weigh(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mralign_plugin.pipeline.demo import run_demo
+    from mralign_plugin.demo import run_demo
 
     return run_demo(args.out, train=not args.no_train)
 

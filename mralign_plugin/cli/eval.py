@@ -62,7 +62,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from mralign_plugin.annotate.run import Endpoint
+    from mralign_plugin.annotate.annotators import Endpoint
     from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
     from mralign_plugin.eval.analyze import AnalyzeOptions, run_analyze
 

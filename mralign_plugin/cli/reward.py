@@ -28,8 +28,8 @@ def _reward_path(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
     from mralign_plugin.core.reward import RewardConfig
+    from mralign_plugin.reward.scorer import load_scorer
 
     try:
         if args.workers > 1 and RewardConfig.load(args.config).mode == "implicit":

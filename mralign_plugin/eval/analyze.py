@@ -13,13 +13,13 @@ mean number of labelled steps per trajectory (the paper notes shorter chains aft
 
 Inputs for each side: an annotated jsonl (used as is), a predictions / trajectories jsonl, or an
 `mralign eval` run directory (its thinking-on predictions). Unannotated outputs are annotated here
-through annotate/run.py (``rules`` offline tagger by default, or ``llm`` / ``ensemble``
+through pipeline/annotate.py (``rules`` offline tagger by default, or ``llm`` / ``ensemble``
 endpoints) into OUT/{before,after}.annotated.jsonl, which a rerun reuses; outputs without thinking
 are rejected by the annotator and counted. ``label`` (needed by the fit; it does not affect the
 pooled P) is the answer's correctness when gold is known, else true.
 
 **Advantage maps.** ``--transitions transitions.json``: W⁺ = P⁺/P and W⁻ = P⁻/P with the top and
-bottom 15 % of cells marked, by the same code as ``mralign fit-transitions --plot-dir`` (eval/plots.py).
+bottom 15 % of cells marked, by the same code as ``mralign fit-transitions --plot-dir`` (pipeline/transition_plots.py).
 
     mralign analyze --before runs/eval/vanilla --after runs/eval/mralign -o runs/analysis
     mralign analyze --transitions runs/transitions.json -o runs/analysis
@@ -33,13 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mralign_plugin.annotate.run import AnnotateOptions, Endpoint, annotate_file
+from mralign_plugin.annotate.annotators import Endpoint
 from mralign_plugin.core.answers import contains_gold
 from mralign_plugin.core.formats import read_jsonl, read_transitions, write_jsonl, write_transitions
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 from mralign_plugin.core.transitions import fit_transition_model
-from mralign_plugin.eval.plots import plot_matrix, plot_shift_graph, plot_transition_model
+from mralign_plugin.eval.plots import plot_shift_graph
+from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file
+from mralign_plugin.pipeline.transition_plots import plot_matrix, plot_transition_model
 
 
 @dataclass

@@ -40,13 +40,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mralign_plugin.annotate.run import truncate_partial_line
 from mralign_plugin.core.formats import FormatError, iter_jsonl, read_jsonl, write_jsonl
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.eval import longfact
 from mralign_plugin.eval.judge import JudgeEndpoint, judge_items, summarize_judgments
 from mralign_plugin.eval.metrics import hit_gap, score_response, summarize
 from mralign_plugin.pipeline.datasets import HUB_DATASETS, load_qa, to_qa
+from mralign_plugin.pipeline.resumable import ResumableOutput, id_key
 
 RUN_FORMAT = "mralign-eval-run/1"
 MODES = ("thinking_off", "thinking_on")
@@ -187,32 +187,27 @@ def sampling_config(cfg: EvalConfig):
 
 def generate_predictions(rows: list[dict], path: Path, mode: str, cfg: EvalConfig, lazy: _LazyEngine) -> int:
     """Append a prediction for every row whose id is not yet in ``path``; return how many were made."""
-    from mralign_plugin.pipeline.generate import done_ids, messages_for, render_prompt
+    from mralign_plugin.pipeline.generate import messages_for, render_prompt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    truncate_partial_line(path)
-    done = done_ids(path)
-    todo = [r for r in rows if r["id"] not in done]
-    if not todo:
-        return 0
-    engine = lazy.get()
-    sampling = sampling_config(cfg)
-    progress = None
-    if cfg.progress:
-        from tqdm import tqdm
+    with ResumableOutput(path, id_key, "mralign eval") as out:
+        todo = [r for r in rows if r["id"] not in out.done]
+        if not todo:
+            return 0
+        engine = lazy.get()
+        sampling = sampling_config(cfg)
+        progress = None
+        if cfg.progress:
+            from tqdm import tqdm
 
-        progress = tqdm(total=len(todo), unit="q", desc=f"eval {path.stem} ({engine.name})", dynamic_ncols=True)
-    with open(path, "a", encoding="utf-8", buffering=1) as out:
+            progress = tqdm(total=len(todo), unit="q", desc=f"eval {path.stem} ({engine.name})", dynamic_ncols=True)
         for start in range(0, len(todo), cfg.chunk_size):
             chunk = todo[start : start + cfg.chunk_size]
             messages = [messages_for(r["question"]) for r in chunk]
             prompts = [render_prompt(engine.tokenizer, m, mode == "thinking_on", lazy.mode) for m in messages]
             texts = engine.generate(prompts, sampling)  # [[text]] per prompt
             for row, msgs, draws in zip(chunk, messages, texts, strict=True):
-                out.write(json.dumps({**row, "prompt": msgs, "response": draws[0], "mode": mode, "model": cfg.model,
-                                      "engine": engine.name, "thinking_mode": lazy.mode,
-                                      "sampling": asdict(sampling)},
-                                     ensure_ascii=False) + "\n")
+                out.write({**row, "prompt": msgs, "response": draws[0], "mode": mode, "model": cfg.model,
+                           "engine": engine.name, "thinking_mode": lazy.mode, "sampling": asdict(sampling)})
             if progress is not None:
                 progress.update(len(chunk))
     if progress is not None:

@@ -60,7 +60,7 @@ def fit_transitions_file(
         raise lines.error(exc, taxonomy) from None
     write_transitions(out, model)
     if plot_dir is not None:
-        from mralign_plugin.eval.plots import plot_transition_model
+        from mralign_plugin.pipeline.transition_plots import plot_transition_model
 
         plot_transition_model(read_transitions(out, taxonomy), plot_dir)
     return model

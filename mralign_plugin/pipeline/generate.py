@@ -32,9 +32,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mralign_plugin.annotate.run import init_ray, truncate_partial_line
-from mralign_plugin.core.formats import iter_jsonl
 from mralign_plugin.pipeline.datasets import load_qa
+from mralign_plugin.pipeline.ray_jobs import map_on_actor_pool
+from mralign_plugin.pipeline.resumable import ResumableOutput, id_key
 
 # Figure 11 (App. F), paraphrased in our words.
 INFERENCE_PROMPT = (
@@ -224,26 +224,15 @@ class GenerateOptions:
     gpus_per_worker: float = 0.0
 
 
-def done_ids(output: Path) -> set[str]:
-    """Ids already in a (possibly interrupted) candidates file; a partial last line is ignored."""
-    if not output.exists():
-        return set()
-    return {str(r["id"]) for _, r in iter_jsonl(output) if isinstance(r, dict) and "id" in r}
-
-
 def generate_file(source: str | Path, output: str | Path, opts: GenerateOptions, sampling: SamplingConfig | None = None) -> dict:
     """Generate candidates for every question of ``source`` not yet in ``output``; return a summary."""
     sampling = sampling or SamplingConfig()
     if "{question}" not in opts.prompt_template:
         raise ValueError("the prompt template must contain {question}")
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     rows = load_qa(source, split=opts.split, limit=opts.limit, name=opts.source_name)
-    done = done_ids(output)
-    todo = [r for r in rows if r["id"] not in done]
     start = time.perf_counter()
-    truncate_partial_line(output)
-    with open(output, "a", encoding="utf-8", buffering=1) as out:
+    with ResumableOutput(output, id_key, "mralign generate") as out:
+        todo = [r for r in rows if r["id"] not in out.done]
         if opts.ray:
             n_written = _generate_ray(todo, opts, sampling, out)
         else:
@@ -253,7 +242,7 @@ def generate_file(source: str | Path, output: str | Path, opts: GenerateOptions,
             "seconds": round(seconds, 2), "output": str(output)}
 
 
-def _generate_local(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out) -> int:
+def _generate_local(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out: ResumableOutput) -> int:
     if not todo:
         return 0
     import torch
@@ -269,7 +258,7 @@ def _generate_local(todo: list[dict], opts: GenerateOptions, sampling: SamplingC
     for start in range(0, len(todo), opts.chunk_size):
         chunk = todo[start : start + opts.chunk_size]
         for row in generate_rows(engine, chunk, sampling, opts.thinking_mode, opts.model, opts.prompt_template):
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(row)
             n += 1
         if progress is not None:
             progress.update(min(opts.chunk_size, len(todo) - start))
@@ -288,29 +277,19 @@ class _RayGenerator:
                                   self.sampling.seed, self.opts.tensor_parallel_size)
 
     def __call__(self, batch: dict) -> dict:
-        rows = [json.loads(s) for s in batch["row"]]
+        rows = [json.loads(s) for s in batch["item"]]
         out = generate_rows(self.engine, rows, self.sampling, self.opts.thinking_mode, self.opts.model,
                             self.opts.prompt_template)
         return {"result": [json.dumps(r, ensure_ascii=False) for r in out]}
 
 
-def _generate_ray(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out) -> int:
-    if not todo:
-        return 0
-    ray = init_ray(opts.ray_address, max(2, opts.ray_workers))
+def _generate_ray(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out: ResumableOutput) -> int:
     worker_opts = {**asdict(opts), "ray": False, "progress": False}
-    ray.data.DataContext.get_current().enable_progress_bars = opts.progress
-    items = [{"row": json.dumps(r, ensure_ascii=False)} for r in todo]
-    ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // opts.chunk_size)).map_batches(
-        _RayGenerator,
-        fn_constructor_kwargs={"opts_json": json.dumps(worker_opts), "sampling_json": json.dumps(asdict(sampling))},
-        batch_size=opts.chunk_size,
-        compute=ray.data.ActorPoolStrategy(size=opts.ray_workers),
-        num_gpus=opts.gpus_per_worker or None,
-        batch_format="numpy",
-    )
+    udf_kwargs = {"opts_json": json.dumps(worker_opts), "sampling_json": json.dumps(asdict(sampling))}
     n = 0
-    for row in ds.iter_rows():
-        out.write(row["result"] + "\n")
+    for result in map_on_actor_pool([json.dumps(r, ensure_ascii=False) for r in todo], _RayGenerator, udf_kwargs,
+                                    address=opts.ray_address, workers=opts.ray_workers, batch_size=opts.chunk_size,
+                                    num_gpus=opts.gpus_per_worker, progress=opts.progress):
+        out.write(result)
         n += 1
     return n

@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from fake_chat_server import FakeChatServer
 
-from mralign_plugin.annotate.fake_server import FakeChatServer
 from mralign_plugin.cli import main
 
 pytestmark = pytest.mark.integration

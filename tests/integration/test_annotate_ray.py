@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from fake_chat_server import FakeChatServer
 
-from mralign_plugin.annotate.fake_server import FakeChatServer
-from mralign_plugin.annotate.run import AnnotateOptions, Endpoint, annotate_file
+from mralign_plugin.annotate.annotators import Endpoint
+from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file
 from mralign_plugin.pipeline.generate import GenerateOptions, SamplingConfig, generate_file
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mralign_plugin.annotate.fake_server import FakeChatServer
+from fake_chat_server import FakeChatServer
 
 pytestmark = pytest.mark.integration
 

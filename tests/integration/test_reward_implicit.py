@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from mralign_plugin.adapters.openrlhf.implicit_reward import ImplicitScorer
-from mralign_plugin.adapters.openrlhf.reward_scorer import RewardScorer
+from mralign_plugin.adapters.openrlhf.reward_contract import score_reply
 from mralign_plugin.annotate.rules import annotate_rules
 from mralign_plugin.core.formats import read_transitions, write_transitions
 from mralign_plugin.core.reward import ImplicitConfig, RewardConfig
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
 from mralign_plugin.core.transitions import fit_transition_model
 from mralign_plugin.core.weights import step_weights, token_weights
-from mralign_plugin.pipeline.demo import demo_corpus_path
+from mralign_plugin.data import demo_corpus_path
+from mralign_plugin.reward.implicit import ImplicitScorer
+from mralign_plugin.reward.scorer import RewardScorer
 
 pytestmark = pytest.mark.integration
 
@@ -129,5 +130,5 @@ def test_reward_in_implicit_mode(models):
     bad = {"gold": "Paris", "steps": [{"paragraphs": [7], "states": ["framing"]}]}  # no paragraph 7
     parts = scorer.score_parts([PROMPT + RESPONSES[0]] * 2, [PROMPT] * 2, [bad, "Paris"])
     assert "paragraphs" in parts[0].error and parts[1].error is None and parts[1].transition == pytest.approx(direct[0])
-    reply = scorer([PROMPT + RESPONSES[0]], [PROMPT], [42.5])
+    reply = score_reply(scorer, [PROMPT + RESPONSES[0]], [PROMPT], [42.5])
     assert reply["extra_logs"]["mralign/errors"] == 0.0 and np.isfinite(reply["rewards"]).all()

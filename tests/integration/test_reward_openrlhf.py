@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from mralign_plugin.adapters.openrlhf.reward_scorer import LOG_KEYS, load_scorer
+from mralign_plugin.adapters.openrlhf.reward_contract import score_reply
+from mralign_plugin.reward.scorer import LOG_KEYS, load_scorer
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("openrlhf")
@@ -114,7 +115,7 @@ def test_openrlhf_scores_a_rollout_through_the_reward_file_and_the_server(reward
     by_file, by_http = json.loads(line[len("RESULTS "):])
 
     # What our scorer gives for the query OpenRLHF decoded (special tokens kept): a hit-gap rollout.
-    expected = load_scorer(reward_config)([by_file["query"]], [by_file["prompt"]], [label])
+    expected = score_reply(load_scorer(reward_config), [by_file["query"]], [by_file["prompt"]], [label])
     assert by_file["query"].startswith(by_file["prompt"]) and by_file["query"].endswith("<|im_end|>")
     assert expected["extra_logs"]["mralign/hit_gap"] == 1.0 and expected["extra_logs"]["mralign/errors"] == 0.0
     assert by_file["custom_func"] and not by_http["custom_func"]

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
-from mralign_plugin.pipeline.demo import demo_corpus_path
+from mralign_plugin.adapters.openrlhf.reward_contract import score_reply
+from mralign_plugin.data import demo_corpus_path
+from mralign_plugin.reward.scorer import load_scorer
 
 pytestmark = pytest.mark.integration
 aiohttp = pytest.importorskip("aiohttp")
@@ -70,7 +71,7 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_reward(server, rew
     replies = asyncio.run(post_all(server + "/get_reward", payloads))
     scorer = load_scorer(reward_config)
     for (status, body), (q, p, x) in zip(replies, rollouts, strict=True):
-        assert status == 200 and body == scorer([q], [p], [x])
+        assert status == 200 and body == score_reply(scorer, [q], [p], [x])
     assert len({body["rewards"][0] for _, body in replies}) > 10  # distinct rewards went to the right clients
     health = asyncio.run(get_json(server + "/health"))
     assert health["requests"] >= 96 and health["batches"] < health["requests"] and health["sample_errors"] == 0
@@ -164,7 +165,7 @@ def test_workers_share_the_port_and_stop_on_sigterm(reward_config):
                                                          for q, p, x in rollouts]))
     scorer = load_scorer(reward_config)
     for (status, body), (q, p, x) in zip(replies, rollouts, strict=True):
-        assert status == 200 and body == scorer([q], [p], [x])
+        assert status == 200 and body == score_reply(scorer, [q], [p], [x])
     pids = {asyncio.run(get_json(url + "/health"))["pid"] for _ in range(40)}
     assert proc.pid not in pids and len(pids) >= 1  # workers answer, not the supervisor
     proc.send_signal(signal.SIGTERM)

@@ -137,9 +137,9 @@ def build_command(config: dict) -> tuple[list[str], dict[str, str]]:
     The reward config and its transition model are loaded once here, so a broken one fails before any
     GPU is allocated (implicit mode's models are left to the rollout workers).
     """
-    from mralign_plugin.adapters.openrlhf.reward_scorer import RewardScorer
     from mralign_plugin.core.reward import RewardConfig
     from mralign_plugin.recipe import to_openrlhf_argv
+    from mralign_plugin.reward.scorer import RewardScorer
 
     config = dict(config)
     section = config.pop("mralign", None) or {}

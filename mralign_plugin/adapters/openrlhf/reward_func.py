@@ -21,7 +21,9 @@ import threading
 import numpy as np
 import torch
 
-from mralign_plugin.adapters.openrlhf.reward_scorer import ERROR_PARTS, RewardScorer, load_scorer, reply
+from mralign_plugin.adapters.openrlhf.reward_contract import reply, score_reply
+from mralign_plugin.core.reward import ERROR_PARTS
+from mralign_plugin.reward.scorer import RewardScorer, load_scorer
 
 CONFIG_ENV = "MRALIGN_REWARD_CONFIG"
 logger = logging.getLogger("mralign.reward")
@@ -62,7 +64,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list, **kwargs) 
         ``{"rewards": (B,) float tensor, "scores": (B,) float tensor, "extra_logs": {name: float}}``.
     """
     try:
-        result = _scorer(os.environ.get(CONFIG_ENV, ""))(queries, prompts, labels)
+        result = score_reply(_scorer(os.environ.get(CONFIG_ENV, "")), queries, prompts, labels)
     except Exception as e:  # no config, or it failed to load (logged once): never raise into OpenRLHF
         n = len(queries) if isinstance(queries, list | tuple) else 1
         result = reply([ERROR_PARTS._replace(error=f"{type(e).__name__}: {e}")] * n)

@@ -33,7 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mralign_plugin.adapters.openrlhf.reward_scorer import RewardScorer, reply
+from mralign_plugin.adapters.openrlhf.reward_contract import reply
+from mralign_plugin.reward.scorer import RewardScorer
 
 REWARD_PATH = "/get_reward"  # the path of OpenRLHF's reference server (cli/serve_rm.py)
 # Transition-mode batches up to this many query characters (~60 rollouts of 1,000 tokens, ~20 ms)
@@ -237,7 +238,7 @@ def serve(
 
 def worker_app() -> Starlette:
     """The app of one worker process of :func:`serve` with workers > 1 (settings from the environment)."""
-    from mralign_plugin.adapters.openrlhf.reward_scorer import load_scorer
+    from mralign_plugin.reward.scorer import load_scorer
 
     settings = json.loads(os.environ[_WORKER_ENV])
     return create_app(load_scorer(settings["config"]), settings["max_batch_size"], settings["max_body_bytes"])

@@ -2,7 +2,8 @@
 
 import json
 
-from mralign_plugin.annotate.fake_server import FakeChatServer
+from fake_chat_server import FakeChatServer
+
 from mralign_plugin.cli import main
 
 

@@ -1,13 +1,13 @@
-"""The chat-completions client against a real HTTP server on 127.0.0.1 (annotate/fake_server.py)."""
+"""The chat-completions client against a real HTTP server on 127.0.0.1 (tests/support/fake_chat_server.py)."""
 
 import asyncio
 import json
 import time
 
 import pytest
+from fake_chat_server import FakeChatServer
 
 from mralign_plugin.annotate.client import ChatClient, ChatRequestError, _retry_after_seconds, api_key_from_env
-from mralign_plugin.annotate.fake_server import FakeChatServer
 from mralign_plugin.annotate.prompts import build_messages, parse_annotation
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mralign_plugin.annotate import rules
+from mralign_plugin.annotate import cues, rules
 from mralign_plugin.annotate.rules import STATES, annotate_rules, tag_paragraph, tag_paragraphs, tag_spans
 from mralign_plugin.core.formats import record_problems
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
@@ -93,24 +93,24 @@ def test_throughput_sanity():
 
 def reference_tag(text: str, position: int, n_paragraphs: int) -> tuple[str, ...]:
     """The tagger as the module docstring defines it, one paragraph at a time with the reference regexes."""
-    scores = list(rules._TIE)
-    for phrase in rules._CUE_RE.findall(text.lower()):
-        for state, weight in rules._CUE_WEIGHTS[phrase]:
+    scores = list(cues.TIE_BREAK)
+    for phrase in cues.CUE_RE.findall(text.lower()):
+        for state, weight in cues.CUE_WEIGHTS[phrase]:
             scores[state] += weight
     if position == 0:
         scores[rules._FIRST] += rules._FIRST_W
     elif position == n_paragraphs - 1:
         scores[rules._LAST] += rules._LAST_W
     if position > 0 and "?" in text:
-        scores[rules._VERIFY] += rules.QUESTION_WEIGHT
-    n_entities = len(rules._ENTITY_RE.findall(text))
+        scores[rules._VERIFY] += cues.QUESTION_WEIGHT
+    n_entities = len(cues.ENTITY_RE.findall(text))
     if n_entities:
-        scores[rules._RETRIEVAL] += min(rules.ENTITY_WEIGHT * n_entities, rules.ENTITY_CAP)
+        scores[rules._RETRIEVAL] += min(cues.ENTITY_WEIGHT * n_entities, cues.ENTITY_CAP)
     order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     top, second = scores[order[0]], scores[order[1]]
     if top < 0.5:
-        return (rules.FALLBACK,)
-    if second >= rules.SECOND_MIN and second >= rules.SECOND_RATIO * top:
+        return (cues.FALLBACK,)
+    if second >= cues.SECOND_MIN and second >= cues.SECOND_RATIO * top:
         return (STATES[order[0]], STATES[order[1]])
     return (STATES[order[0]],)
 
@@ -118,7 +118,7 @@ def reference_tag(text: str, position: int, n_paragraphs: int) -> tuple[str, ...
 # Cue phrases (some capitalised), words that are no cue, and the characters the fast path treats
 # specially: punctuation inside cues, other punctuation, non-ASCII word and non-word characters,
 # characters whose lower case is ASCII or longer (Kelvin sign, dotted capital I), digits, surrogates.
-PIECES = [*rules._CUE_WEIGHTS, "Paris", "NASA", "The", "WAIT", "Okay", "I", "no", "No", "so", "e", "g", "s",
+PIECES = [*cues.CUE_WEIGHTS, "Paris", "NASA", "The", "WAIT", "Okay", "I", "no", "No", "so", "e", "g", "s",
           "check", "self", "Ab", "Cd", "x9", "zz"]
 SEPARATORS = [" ", " ", " ", "  ", "\n", ", ", ",", "-", "'", ".", ". ", "?", "(", '"', "\u2014", "\u00e9", "\u00c9",
               "\u212a", "\u0130", "\u00df", "\u03a3", "_", "1", "12", " 1999 ", "\t", "\r\n", "\u2019", "\ud800"]
@@ -240,17 +240,17 @@ def test_tag_spans_equals_tagging_each_span(paragraphs, gaps):
 
 def test_compiled_tagger_rejects_a_trie_that_points_out_of_range():
     """configure() checks every index of the trie it is given, so a bad one is an error, not a wild read."""
-    symbols, children, cues, word_end = rules._cue_trie()
+    symbols, children, cue_ids, word_end = rules._cue_trie()
     bad_child = array.array("h", children)
-    bad_child[1] = len(cues) // 4  # the root's child on the first column: one past the last node
-    bad_cue = array.array("i", cues)
+    bad_child[1] = len(cue_ids) // 4  # the root's child on the first column: one past the last node
+    bad_cue = array.array("i", cue_ids)
     bad_cue[1] = len(word_end)  # a cue index one past the last cue
     try:
-        for trie in [(symbols, bad_child.tobytes(), cues, word_end), (symbols, children, bad_cue.tobytes(), word_end),
-                     (symbols, children[:-2], cues, word_end), (bytes(255), children, cues, word_end)]:
+        for trie in [(symbols, bad_child.tobytes(), cue_ids, word_end), (symbols, children, bad_cue.tobytes(), word_end),
+                     (symbols, children[:-2], cue_ids, word_end), (bytes(255), children, cue_ids, word_end)]:
             with pytest.raises(ValueError, match="trie"):
-                rules._compiled.configure(tuple(rules._CUE_WEIGHTS.values()), trie, bytes(rules._IN_WORD),
-                                          rules._CUE_VIEW, rules._TIE, STATES, rules._FALLBACK,
+                rules._compiled.configure(tuple(cues.CUE_WEIGHTS.values()), trie, bytes(rules._IN_WORD),
+                                          rules._CUE_VIEW, cues.TIE_BREAK, STATES, rules._FALLBACK,
                                           (0, 1.0, 0, 1.0, 0, 1.0, 0, 1.0, 1.0, 1.0, 1.0, 0.5))
         with pytest.raises(RuntimeError, match="configure"):  # a failed configure() leaves nothing half-loaded
             rules._compiled.tag("\nwait\n", [(1, 5)], 0, 1)

@@ -24,7 +24,7 @@ from mralign_plugin.core.reward import (
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
 from mralign_plugin.core.transitions import fit_transition_model, set_transition_prob
-from mralign_plugin.pipeline.demo import demo_corpus_path
+from mralign_plugin.data import demo_corpus_path
 
 LOG15, LOG2 = math.log(1.5), math.log(2.0)
 

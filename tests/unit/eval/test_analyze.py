@@ -8,8 +8,8 @@ import numpy as np
 from mralign_plugin.cli import main
 from mralign_plugin.core.formats import read_annotated
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
+from mralign_plugin.data import demo_corpus_path
 from mralign_plugin.eval.analyze import top_edges, transition_shift
-from mralign_plugin.pipeline.demo import demo_corpus_path
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mralign_plugin.adapters.openrlhf import reward_func as rf
-from mralign_plugin.adapters.openrlhf.reward_scorer import LOG_KEYS
 from mralign_plugin.annotate.rules import tag_paragraphs
 from mralign_plugin.core.reward import TransitionScores
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
+from mralign_plugin.reward.scorer import LOG_KEYS
 
 PROMPT = "<|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n"
 RIGHT = ("<think>\nThe question asks for the capital of Australia.\n\nI recall that Canberra was built as a "

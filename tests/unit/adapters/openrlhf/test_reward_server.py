@@ -6,13 +6,14 @@ import warnings
 
 import pytest
 
-from mralign_plugin.adapters.openrlhf.reward_scorer import LOG_KEYS, RewardScorer
+from mralign_plugin.adapters.openrlhf.reward_contract import score_reply
 from mralign_plugin.adapters.openrlhf.reward_server import REWARD_PATH, create_app
 from mralign_plugin.core.formats import write_transitions
 from mralign_plugin.core.reward import RewardConfig
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
 from mralign_plugin.core.transitions import fit_transition_model
-from mralign_plugin.pipeline.demo import demo_corpus_path
+from mralign_plugin.data import demo_corpus_path
+from mralign_plugin.reward.scorer import LOG_KEYS, RewardScorer
 
 with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClient; httpx works the same here
     warnings.simplefilter("ignore")
@@ -42,13 +43,13 @@ def test_reply_matches_the_reward_function(client, scorer):
     reply = client.post(REWARD_PATH, json=payload)
     assert reply.status_code == 200
     body = reply.json()
-    assert body == scorer(payload["query"], payload["prompts"], payload["labels"])
+    assert body == score_reply(scorer, payload["query"], payload["prompts"], payload["labels"])
     assert len(body["rewards"]) == 2 and set(body["extra_logs"]) == set(LOG_KEYS)
 
 
 def test_prompts_and_labels_are_optional(client, scorer):
     body = client.post(REWARD_PATH, json={"query": [PROMPT + RESPONSE]}).json()
-    assert body == scorer([PROMPT + RESPONSE], [""], [None])
+    assert body == score_reply(scorer, [PROMPT + RESPONSE], [""], [None])
     assert client.post(REWARD_PATH, json={"query": []}).json()["rewards"] == []
 
 

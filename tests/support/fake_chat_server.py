@@ -1,4 +1,7 @@
-"""A local chat-completions server that answers annotation prompts, for tests, benchmarks and dry runs.
+"""A test double: a local chat-completions server that answers annotation prompts (tests and benchmarks).
+
+It lives in the test tree, not in the package: ``pip install mralign_plugin`` does not ship it.
+Tests import it as ``fake_chat_server`` (pyproject's pytest ``pythonpath``); benchmarks run it as a script.
 
 It speaks the OpenAI chat-completions protocol (``POST /v1/chat/completions``) and answers the
 closed-vocabulary prompt of annotate/prompts.py with a valid annotation that is a deterministic
@@ -16,7 +19,7 @@ tag anywhere in the user message (e.g. inside a record's question):
 ``GET /stats`` returns request counts, including how many prompts were asked more than once;
 ``POST /reset`` zeroes them.
 
-    python -m mralign_plugin.annotate.fake_server --port 8123   # then --base-url http://127.0.0.1:8123/v1
+    python tests/support/fake_chat_server.py --port 8123   # then --base-url http://127.0.0.1:8123/v1
 """
 
 from __future__ import annotations

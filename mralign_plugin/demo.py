@@ -1,4 +1,7 @@
-"""`mralign demo`: the main job on the bundled demo corpus, with embedded defaults.
+"""`mralign demo`: the main job's orchestrator, on the bundled demo corpus with embedded defaults.
+
+It drives the stages the other verbs run (pipeline/), training (the KTO trainer CLI) and the report,
+so it sits at the top beside cli/.
 
 validate -> fit-transitions (P, P⁺, P⁻, heatmaps) -> weigh (Eq. 10) -> segment-weighted KTO and the
 plain-KTO baseline on a tiny random Llama through OpenRLHF (CPU) -> a short report.
@@ -16,23 +19,16 @@ import json
 import os
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from mralign_plugin.core.formats import read_transitions, validate_file
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
-from mralign_plugin.eval.plots import advantage
+from mralign_plugin.data import demo_corpus_path
 from mralign_plugin.pipeline.fit_transitions import fit_transitions_file
+from mralign_plugin.pipeline.transition_plots import advantage
 from mralign_plugin.pipeline.weigh import weigh_file
-
-DEMO_CORPUS = "demo_annotated.jsonl"
-
-
-def demo_corpus_path() -> Path:
-    """Path of the bundled, hand-written annotated corpus (package data)."""
-    return Path(str(resources.files("mralign_plugin") / "data" / DEMO_CORPUS))
 
 
 def _top_transitions(ratio: np.ndarray, trans_class: np.ndarray, states: tuple[str, ...], n: int = 5) -> list[str]:

@@ -1,14 +1,14 @@
 """`mralign annotate`: the resumable, loss-free annotation driver (method/MRALIGN.md §4.3-4.5).
 
 Reads trajectories (``{id, prompt|question, response, label, gold}`` per line), segments each
-thinking into paragraphs and adds ``steps`` with one of three annotators:
+thinking into paragraphs and adds ``steps`` with one of three annotators (annotate/annotators.py):
 
 * ``rules``: the offline cue tagger (annotate/rules.py), one step per paragraph;
 * ``llm``: one OpenAI-compatible endpoint with the App. F closed-vocabulary prompt, strict JSON
   validation and one repair turn;
 * ``ensemble``: annotators A and B, and an adjudicator asked only when a step escalates (§4.5).
 
-Loss-free and resumable: each finished record is appended to OUTPUT at once (line-buffered), and
+Loss-free and resumable (pipeline/resumable.py, as every stage): each finished record is appended to OUTPUT at once (line-buffered), and
 each failure to ``OUTPUT.rejected.jsonl`` with its reason. A record's key is its id plus a hash of
 its response; a rerun skips keys already in either file, so a killed run (SIGKILL included)
 resumes to the same final set with no duplicates. A partial last line left by a kill is cut off.
@@ -23,7 +23,6 @@ sent is asked again. The summary always satisfies ``in = annotated + rejected + 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -34,24 +33,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mralign_plugin.annotate.aggregate import aggregate
-from mralign_plugin.annotate.client import ChatClient, ChatRequestError, api_key_from_env
-from mralign_plugin.annotate.prompts import AnnotationError, build_messages, parse_annotation, repair_messages
-from mralign_plugin.annotate.rules import annotate_rules, check_taxonomy, tag_paragraphs
+from mralign_plugin.annotate.annotators import Endpoint, ensemble_steps, llm_steps, make_clients, rules_steps
+from mralign_plugin.annotate.client import ChatClient, ChatRequestError
+from mralign_plugin.annotate.prompts import AnnotationError, build_messages
+from mralign_plugin.annotate.rules import annotate_rules
 from mralign_plugin.core.formats import FormatError, iter_jsonl, parse_jsonl_line, record_problems
 from mralign_plugin.core.segment import parse_response
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY, Taxonomy
+from mralign_plugin.pipeline.ray_jobs import map_on_actor_pool
+from mralign_plugin.pipeline.resumable import ResumableOutput, record_key
 
 ANNOTATORS = ("rules", "llm", "ensemble")
-
-
-@dataclass
-class Endpoint:
-    """One OpenAI-compatible model: where it is, its name, and the env variable holding its key."""
-
-    base_url: str
-    model: str
-    api_key_env: str | None = None
 
 
 @dataclass
@@ -76,18 +68,6 @@ class AnnotateOptions:
     ray_address: str | None = None
     ray_workers: int = 2
     ray_batch_size: int = 64
-
-
-def rejected_path(output: str | Path) -> Path:
-    """``OUTPUT.rejected.jsonl`` beside the output (``out.jsonl`` -> ``out.rejected.jsonl``)."""
-    output = Path(output)
-    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
-    return output.with_name(stem + ".rejected.jsonl")
-
-
-def record_key(record_id: object, response: str) -> str:
-    """The resume key: id + the first 16 hex digits of the response's SHA-256."""
-    return f"{record_id}|{hashlib.sha256(response.encode('utf-8')).hexdigest()[:16]}"
 
 
 def question_of(record: dict) -> str:
@@ -135,59 +115,10 @@ def prepare(lineno: int, record: dict | FormatError, taxonomy: Taxonomy, line: s
     return Job(key, lineno, record, [response[a:b] for a, b in parsed.paragraphs], line)
 
 
-def load_done(output: Path, rejected: Path, retry_rejected: bool) -> tuple[set[str], set[str]]:
-    """Keys already annotated and already rejected; cuts a partial last line left by a kill.
-
-    With ``retry_rejected`` the rejected file is rewritten empty of its records so they are retried.
-    """
-    annotated: set[str] = set()
-    for path in (output, rejected):
-        truncate_partial_line(path)
-    if output.exists():
-        for _, record in iter_jsonl(output):
-            if isinstance(record, dict) and isinstance(record.get("response"), str):
-                annotated.add(record_key(record.get("id"), record["response"]))
-    failed: set[str] = set()
-    if rejected.exists():
-        if retry_rejected:
-            rejected.write_text("", encoding="utf-8")
-        else:
-            failed = {r["key"] for _, r in iter_jsonl(rejected) if isinstance(r, dict) and "key" in r}
-    return annotated, failed
-
-
-def truncate_partial_line(path: Path, chunk: int = 1 << 16) -> None:
-    """Cut whatever follows the last newline (a record half-written when the run was killed)."""
-    if not path.exists():
-        return
-    with open(path, "rb+") as f:
-        end = f.seek(0, os.SEEK_END)
-        pos = end
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            newline = f.read(pos - start).rfind(b"\n")
-            if newline >= 0:
-                pos = start + newline + 1
-                break
-            pos = start
-        if pos < end:
-            f.truncate(pos)
-
-
-def _lock(output: Path):
-    """An exclusive advisory lock on ``output`` for this run (released on exit, even after SIGKILL)."""
-    handle = open(output, "a", encoding="utf-8")
-    try:
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # no fcntl (Windows): run unlocked
-        pass
-    except OSError:
-        handle.close()
-        raise ValueError(f"{output} is being written by another `mralign annotate` run; wait for it or stop it") from None
-    return handle
+def _annotated_key(record: dict) -> str | None:
+    """An annotated record's resume key (as :func:`prepare` gives its input)."""
+    response = record.get("response")
+    return record_key(record.get("id"), response) if isinstance(response, str) else None
 
 
 def count_lines(path: Path) -> int:
@@ -223,72 +154,24 @@ def annotated_line(job: Job, steps: list[dict], info: dict) -> str:
 # ("rejected", rejection, None), never raising.
 
 
-def annotate_with_rules(job: Job, opts: AnnotateOptions) -> tuple[list[dict], dict]:
-    check_taxonomy(opts.taxonomy)
-    steps = [{"paragraphs": [i], "states": list(states)} for i, states in enumerate(tag_paragraphs(job.paragraphs))]
-    return steps, {"annotator": "rules"}
-
-
-async def _ask(client: ChatClient, job: Job, taxonomy: Taxonomy) -> tuple[list[dict], dict]:
-    """One annotator: prompt, strict parse, and one repair turn with the validation error."""
-    messages = build_messages(question_of(job.record), job.record.get("gold"), job.paragraphs, taxonomy)
-    result = await client.chat(messages)
-    info = {"model": client.model, "repaired": False, "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens}
-    try:
-        steps, final = parse_annotation(result.text, len(job.paragraphs), taxonomy)
-    except AnnotationError as first:
-        repair = await client.chat(repair_messages(messages, result.text, str(first)))
-        info["repaired"] = True
-        info["prompt_tokens"] += repair.prompt_tokens
-        info["completion_tokens"] += repair.completion_tokens
-        try:
-            steps, final = parse_annotation(repair.text, len(job.paragraphs), taxonomy)
-        except AnnotationError as second:
-            raise AnnotationError(f"{client.model}: invalid after one repair: {second} (first: {first})") from None
-    info["final_confidence"] = final
-    return steps, info
-
-
-async def annotate_with_llm(job: Job, clients: list[ChatClient], opts: AnnotateOptions) -> tuple[list[dict], dict]:
-    steps, info = await _ask(clients[0], job, opts.taxonomy)
-    return steps, {"annotator": "llm", **info}
-
-
-async def annotate_with_ensemble(job: Job, clients: list[ChatClient], opts: AnnotateOptions) -> tuple[list[dict], dict]:
-    (steps_a, info_a), (steps_b, info_b) = await asyncio.gather(
-        _ask(clients[0], job, opts.taxonomy), _ask(clients[1], job, opts.taxonomy)
-    )
-    n = len(job.paragraphs)
-    steps, needs = aggregate(steps_a, steps_b, n, escalate_when=opts.escalate_when)
-    infos = [info_a, info_b]
-    if needs:
-        adjudicator_steps, info_c = await _ask(clients[2], job, opts.taxonomy)
-        infos.append(info_c)
-        steps, _ = aggregate(steps_a, steps_b, n, adjudicator_steps, escalate_when=opts.escalate_when)
-    return steps, {"annotator": "ensemble", "annotators": infos, "rules": dict(Counter(s["rule"] for s in steps))}
-
-
 def _make_clients(opts: AnnotateOptions) -> list[ChatClient]:
     want = {"llm": 1, "ensemble": 3}[opts.annotator]
     if len(opts.endpoints) != want:
         raise ValueError(f"--annotator {opts.annotator} needs {want} endpoint(s), got {len(opts.endpoints)}")
-    return [
-        ChatClient(e.base_url, e.model, api_key_from_env(e.api_key_env), concurrency=opts.concurrency,
-                   timeout=opts.timeout, max_retries=opts.max_retries, backoff=opts.backoff,
-                   max_backoff=opts.max_backoff, temperature=opts.temperature, max_tokens=opts.max_tokens)
-        for e in opts.endpoints
-    ]
+    return make_clients(opts.endpoints, concurrency=opts.concurrency, timeout=opts.timeout,
+                        max_retries=opts.max_retries, backoff=opts.backoff, max_backoff=opts.max_backoff,
+                        temperature=opts.temperature, max_tokens=opts.max_tokens)
 
 
 async def annotate_job_async(job: Job, clients: list[ChatClient], opts: AnnotateOptions) -> tuple[str, str | dict, dict | None]:
     """``("annotated", line, info)`` or ``("rejected", rejection, None)``; never raises (except cancellation)."""
     record_id = job.record["id"]
     try:
+        question, gold = question_of(job.record), job.record.get("gold")
         if opts.annotator == "llm":
-            steps, info = await annotate_with_llm(job, clients, opts)
+            steps, info = await llm_steps(clients[0], question, gold, job.paragraphs, opts.taxonomy)
         else:
-            steps, info = await annotate_with_ensemble(job, clients, opts)
+            steps, info = await ensemble_steps(clients, question, gold, job.paragraphs, opts.taxonomy, opts.escalate_when)
     except AnnotationError as e:
         return "rejected", _rejection(job.key, job.lineno, record_id, "invalid_annotation", str(e)), None
     except ChatRequestError as e:
@@ -300,7 +183,7 @@ async def annotate_job_async(job: Job, clients: list[ChatClient], opts: Annotate
 
 def annotate_job_rules(job: Job, opts: AnnotateOptions) -> tuple[str, str | dict, dict | None]:
     try:
-        steps, info = annotate_with_rules(job, opts)
+        steps, info = rules_steps(job.paragraphs, opts.taxonomy)
     except Exception as e:
         return "rejected", _rejection(job.key, job.lineno, job.record["id"], "annotator_error", f"{type(e).__name__}: {e}"), None
     return "annotated", annotated_line(job, steps, info), info
@@ -311,11 +194,10 @@ def annotate_job_rules(job: Job, opts: AnnotateOptions) -> tuple[str, str | dict
 
 
 class _Sink:
-    """Appends results to the two files as they arrive and keeps the counts."""
+    """Appends results to the output and its rejected file as they arrive, and keeps the counts."""
 
-    def __init__(self, output: Path, rejected: Path, progress) -> None:
-        self.out = open(output, "a", encoding="utf-8", buffering=1)  # line-buffered: one flush per record
-        self.rej = open(rejected, "a", encoding="utf-8", buffering=1)
+    def __init__(self, out: ResumableOutput, progress) -> None:
+        self.out = out
         self.progress = progress
         self.counts = Counter()
         self.stages = Counter()
@@ -324,13 +206,13 @@ class _Sink:
 
     def __call__(self, kind: str, payload: str | dict, info: dict | None = None) -> None:
         if kind == "annotated":
-            self.out.write(payload + "\n")  # one write per record; the line buffer flushes it
+            self.out.write(payload)
             self.rules.update(info.get("rules", {}))
             for sub in info.get("annotators", [info]):
                 self.tokens["prompt_tokens"] += sub.get("prompt_tokens", 0)
                 self.tokens["completion_tokens"] += sub.get("completion_tokens", 0)
         else:
-            self.rej.write(json.dumps(payload, ensure_ascii=False) + "\n")
+            self.out.reject(payload)
             self.stages[payload["stage"]] += 1
         self.counts[kind] += 1
         if self.progress is not None:
@@ -341,12 +223,8 @@ class _Sink:
         if self.progress is not None:
             self.progress.update(1)
 
-    def close(self) -> None:
-        self.out.close()
-        self.rej.close()
 
-
-def _jobs(input_path: Path, opts: AnnotateOptions, done: set[str], failed: set[str], sink: _Sink) -> Iterator[Job]:
+def _jobs(input_path: Path, opts: AnnotateOptions, sink: _Sink) -> Iterator[Job]:
     """Valid, not-yet-done jobs; rejections and skips go straight to the sink."""
     seen: set[str] = set()
     for n, (lineno, line, record) in enumerate(read_lines(input_path)):
@@ -355,7 +233,7 @@ def _jobs(input_path: Path, opts: AnnotateOptions, done: set[str], failed: set[s
         sink.counts["in"] += 1
         job = prepare(lineno, record, opts.taxonomy, line)
         key = job.key if isinstance(job, Job) else job["key"]
-        if key in done or key in failed:
+        if key in sink.out.done or key in sink.out.failed:
             sink.skip("skipped_done")
             continue
         if key in seen:
@@ -420,7 +298,8 @@ def annotate_file(input_path: str | Path, output_path: str | Path, opts: Annotat
 
     Args:
         input_path: trajectories jsonl.
-        output_path: annotated jsonl, appended to; rejections go to :func:`rejected_path`.
+        output_path: annotated jsonl, appended to; rejections go to ``OUTPUT.rejected.jsonl``
+            (pipeline/resumable.py).
         opts: annotator and run options.
 
     Returns:
@@ -433,11 +312,7 @@ def annotate_file(input_path: str | Path, output_path: str | Path, opts: Annotat
     input_path, output = Path(input_path), Path(output_path)
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {input_path}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    rejected = rejected_path(output)
-    lock = _lock(output)  # two runs appending to one output would duplicate records
-    done, failed = load_done(output, rejected, opts.retry_rejected)
-
+    out = ResumableOutput(output, _annotated_key, "mralign annotate", rejected=True, retry_rejected=opts.retry_rejected)
     progress = None
     if opts.progress:
         from tqdm import tqdm
@@ -445,12 +320,12 @@ def annotate_file(input_path: str | Path, output_path: str | Path, opts: Annotat
         total = count_lines(input_path)
         progress = tqdm(total=min(total, opts.limit) if opts.limit is not None else total, unit="rec",
                         desc=f"annotate ({opts.annotator})", dynamic_ncols=True)
-    sink = _Sink(output, rejected, progress)
+    sink = _Sink(out, progress)
     stop: dict = {}
     usage: dict = {}
     start = time.perf_counter()
     try:
-        jobs = _jobs(input_path, opts, done, failed, sink)
+        jobs = _jobs(input_path, opts, sink)
         if opts.ray:
             usage = _drive_ray(jobs, opts, sink)
         elif opts.annotator == "rules":
@@ -459,8 +334,7 @@ def annotate_file(input_path: str | Path, output_path: str | Path, opts: Annotat
         else:
             usage = asyncio.run(_drive_async(jobs, opts, sink, stop))
     finally:
-        sink.close()
-        lock.close()
+        out.close()
         if progress is not None:
             progress.close()
     seconds = time.perf_counter() - start
@@ -470,7 +344,7 @@ def annotate_file(input_path: str | Path, output_path: str | Path, opts: Annotat
         "skipped_done": c["skipped_done"], "skipped_duplicate": c["skipped_duplicate"],
         "rejected_by_stage": dict(sink.stages), "seconds": round(seconds, 3),
         "records_per_s": round((c["annotated"] + c["rejected"]) / seconds, 1) if seconds > 0 else None,
-        "interrupted": bool(stop.get("signal")), "output": str(output), "rejected_file": str(rejected),
+        "interrupted": bool(stop.get("signal")), "output": str(output), "rejected_file": str(out.rejected_path),
     }
     if opts.annotator != "rules":
         summary["usage"] = {**usage, **sink.tokens}
@@ -515,7 +389,7 @@ class _RayAnnotator:
         self.opts = _options_from_json(opts_json)
 
     def __call__(self, batch: dict) -> dict:
-        jobs = [_job_from_json(s) for s in batch["job"]]
+        jobs = [_job_from_json(s) for s in batch["item"]]
         if self.opts.annotator == "rules":
             results = [annotate_job_rules(job, self.opts) for job in jobs]
         else:
@@ -559,39 +433,10 @@ def _job_from_json(text: str) -> Job:
     return Job(d["key"], d["lineno"], d["record"], d["paragraphs"], d["line"])
 
 
-def init_ray(address: str | None, num_cpus: int):
-    """Import Ray and connect: ``address`` None/"auto" = the running cluster, "local" = start one here."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ImportError("--ray needs Ray Data: pip install 'mralign_plugin[ray]'") from None
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        else:
-            try:
-                ray.init(address=address or "auto")
-            except ConnectionError as e:
-                raise ValueError(f"--ray: cannot reach a Ray cluster ({e}); start one with `ray start --head` "
-                                 "or pass --ray-address local") from None
-    return ray
-
-
 def _drive_ray(jobs: Iterator[Job], opts: AnnotateOptions, sink: _Sink) -> dict:
-    ray = init_ray(opts.ray_address, max(2, opts.ray_workers))
-    items = [{"job": json.dumps(job.__dict__, ensure_ascii=False)} for job in jobs]
-    if not items:
-        return {}
-    ray.data.DataContext.get_current().enable_progress_bars = opts.progress
-    n_blocks = -(-len(items) // opts.ray_batch_size)
-    ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
-        _RayAnnotator,
-        fn_constructor_kwargs={"opts_json": _options_to_json(opts)},
-        batch_size=opts.ray_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=opts.ray_workers),
-        batch_format="numpy",
-    )
-    for row in ds.iter_rows():
-        sink(*json.loads(row["result"]))
+    items = [json.dumps(job.__dict__, ensure_ascii=False) for job in jobs]
+    for result in map_on_actor_pool(items, _RayAnnotator, {"opts_json": _options_to_json(opts)},
+                                    address=opts.ray_address, workers=opts.ray_workers,
+                                    batch_size=opts.ray_batch_size, progress=opts.progress):
+        sink(*json.loads(result))
     return {}

@@ -4,18 +4,12 @@ import json
 from collections import Counter
 
 import pytest
+from fake_chat_server import FakeChatServer
 
-from mralign_plugin.annotate.fake_server import FakeChatServer
-from mralign_plugin.annotate.run import (
-    AnnotateOptions,
-    Endpoint,
-    annotate_file,
-    dry_run,
-    record_key,
-    rejected_path,
-    truncate_partial_line,
-)
+from mralign_plugin.annotate.annotators import Endpoint
 from mralign_plugin.core.formats import record_problems
+from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file, dry_run
+from mralign_plugin.pipeline.resumable import record_key, rejected_path
 
 PARAGRAPHS = [
     "Okay, so the question is asking who wrote the song.",
@@ -90,16 +84,6 @@ def test_resume_after_partial_output_and_duplicates_in_input(tmp_path):
     assert (s["in"], s["annotated"], s["skipped_done"], s["skipped_duplicate"]) == (11, 6, 4, 1)
     final = read(out)
     assert keys(final) == keys(records)  # every record exactly once
-
-
-def test_truncate_partial_line(tmp_path):
-    path = tmp_path / "f.jsonl"
-    path.write_bytes(b'{"a": 1}\n{"b": 2}\n{"c": ')
-    truncate_partial_line(path, chunk=4)  # small chunks: the scan crosses chunk borders
-    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
-    path.write_bytes(b'{"partial only')
-    truncate_partial_line(path)
-    assert path.read_bytes() == b""
 
 
 def test_retry_rejected(tmp_path):

@@ -1,10 +1,11 @@
-"""``RewardScorer``: OpenRLHF's reward contract on top of core/reward.py, shared by the reward file and server.
+"""``RewardScorer``: MR-ALIGN's rollout reward, framework-neutral, on top of core/reward.py.
 
-``scorer(queries, prompts, labels)`` → ``{"rewards", "scores", "extra_logs"}`` as OpenRLHF 0.11's
-``--reward.remote_url`` expects (a Python file's ``reward_func`` or an HTTP server). Per rollout: the
-response is cut out of the query, parsed, its thinking segments take the states of the label's
-``steps`` or else of the ``rules`` tagger, and core/reward.py combines the terms. A sample that fails
-scores 0.0 and counts in ``mralign/errors``; nothing here raises on bad input.
+Every framework adapter calls it: OpenRLHF's reward file and HTTP server (adapters/openrlhf/), and
+any other stack's reward hook. ``scorer.score_parts(queries, prompts, labels)`` gives one
+:class:`~mralign_plugin.core.reward.RewardParts` per rollout; :func:`batch_logs` their means under
+``LOG_KEYS``. Per rollout: the response is cut out of the query, parsed, its thinking segments take the
+states of the label's ``steps`` or else of the ``rules`` tagger, and core/reward.py combines the terms.
+A sample that fails scores 0.0 and counts in ``mralign/errors``; nothing here raises on bad input.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class RewardScorer:
         self.transition_scores = TransitionScores(self.model, config.clip)
         self.implicit = None
         if config.mode == "implicit":
-            from mralign_plugin.adapters.openrlhf.implicit_reward import ImplicitScorer
+            from mralign_plugin.reward.implicit import ImplicitScorer
 
             self.implicit = ImplicitScorer(config.implicit, self.model)
         self.n_errors = 0
@@ -75,7 +76,7 @@ class RewardScorer:
                 else:
                     pending.append((i, sample))
             except Exception as e:
-                parts[i] = self._error(e)
+                parts[i] = self.error_parts(e)
         if pending:
             try:
                 values = self.implicit.process_rewards(
@@ -89,16 +90,8 @@ class RewardScorer:
                         raise value
                     parts[i] = self._finish(sample, value)
                 except Exception as e:
-                    parts[i] = self._error(e)
+                    parts[i] = self.error_parts(e)
         return parts
-
-    def __call__(self, queries: Sequence, prompts: Sequence | None = None, labels: Sequence | None = None) -> dict:
-        """OpenRLHF's reply: ``rewards`` and ``scores`` (lists of floats) and ``extra_logs`` (scalars)."""
-        try:
-            parts = self.score_parts(queries, prompts, labels)
-        except Exception as e:  # e.g. queries is not a sequence
-            parts = [self._error(e)] * (len(queries) if isinstance(queries, Sequence) else 1)
-        return reply(parts)
 
     def _prepare(self, query: object, prompt: object, label: object) -> _Sample:
         if not isinstance(query, str):
@@ -132,7 +125,8 @@ class RewardScorer:
             raise ValueError(f"reward is not finite: {parts.reward} (check the coefficients)")
         return parts
 
-    def _error(self, exc: BaseException) -> RewardParts:
+    def error_parts(self, exc: BaseException) -> RewardParts:
+        """Zero parts carrying ``exc``; counted, and logged for the first few failures."""
         self.n_errors += 1
         if self.n_errors <= _MAX_LOGGED_ERRORS:
             last = "; further errors are only counted" if self.n_errors == _MAX_LOGGED_ERRORS else ""
@@ -149,8 +143,8 @@ class _Sample(NamedTuple):
     gold: list[str] | None
 
 
-def reply(parts: Sequence[RewardParts]) -> dict:
-    """``{"rewards", "scores", "extra_logs"}``: extra_logs are batch means, ``mralign/errors`` a count."""
+def batch_logs(parts: Sequence[RewardParts]) -> dict[str, float]:
+    """The batch's logs under ``LOG_KEYS``: means of the terms, and ``mralign/errors`` a count."""
     transition = outcome = hit_gap = n_segments = errors = 0.0
     for p in parts:  # one pass: this runs on every reward call, most often for one rollout
         transition += p.transition
@@ -160,15 +154,11 @@ def reply(parts: Sequence[RewardParts]) -> dict:
         errors += p.error is not None
     n = max(len(parts), 1)
     return {
-        "rewards": [p.reward for p in parts],
-        "scores": [p.score for p in parts],
-        "extra_logs": {
-            "mralign/transition": transition / n,
-            "mralign/outcome": outcome / n,
-            "mralign/hit_gap": hit_gap / n,
-            "mralign/n_segments": n_segments / n,
-            "mralign/errors": errors,
-        },
+        "mralign/transition": transition / n,
+        "mralign/outcome": outcome / n,
+        "mralign/hit_gap": hit_gap / n,
+        "mralign/n_segments": n_segments / n,
+        "mralign/errors": errors,
     }
 
 
