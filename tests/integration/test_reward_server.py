@@ -128,23 +128,40 @@ def test_bad_requests_over_sockets_get_4xx_and_the_server_keeps_serving(server):
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(reward_config):
+    """SIGTERM while six heavy requests are in flight: each still gets its reward, then the server exits.
+
+    The requests are held open by the client, not by the clock: each body streams in two parts, and the
+    second is sent only after SIGTERM, once /health reports all six accepted (``in_flight``). So the
+    server surely has them in flight at the signal, on a machine of any speed.
+    """
     proc, url = start(reward_config)
     heavy = [rollout(i, paragraphs=20_000) for i in range(6)]  # ~3 MB each: a few hundred ms of tagging each
-    payloads = [{"query": [q], "prompts": [p], "labels": [x]} for q, p, x in heavy]
+    bodies = [json.dumps({"query": [q], "prompts": [p], "labels": [x]}).encode() for q, p, x in heavy]
     done_at = []
 
     async def scenario():
+        signalled = asyncio.Event()
+
+        async def body(data: bytes):
+            yield data[: len(data) // 2]
+            await signalled.wait()
+            yield data[len(data) // 2 :]
+
         async with aiohttp.ClientSession() as session:
-            async def post(payload):
-                async with session.post(url + "/get_reward", json=payload) as r:
+            async def post(data: bytes):
+                async with session.post(url + "/get_reward", data=body(data),
+                                        headers={"Content-Type": "application/json"}) as r:
                     reply = r.status, await r.json()
                 done_at.append(time.time())
                 return reply
 
-            task = asyncio.gather(*(post(p) for p in payloads))
-            await asyncio.sleep(0.3)  # sent and accepted; most still queued or being scored
+            task = asyncio.gather(*(post(b) for b in bodies))
+            while (await get_json_in(session, url + "/health"))["in_flight"] < len(bodies):
+                await asyncio.sleep(0.01)  # a poll for the signal, not a guess at the server's speed
             proc.send_signal(signal.SIGTERM)
-            return time.time(), await task
+            at = time.time()
+            signalled.set()
+            return at, await task
 
     signalled_at, replies = asyncio.run(scenario())
     assert [status for status, _ in replies] == [200] * 6
@@ -154,6 +171,11 @@ def test_graceful_shutdown_finishes_requests_in_flight(reward_config):
     assert "reward server stopped after 6 requests" in proc.stdout.read()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1).close()
+
+
+async def get_json_in(session, url: str) -> dict:
+    async with session.get(url) as r:
+        return await r.json()
 
 
 def test_workers_share_the_port_and_stop_on_sigterm(reward_config):

@@ -5,7 +5,8 @@
 
 POST /get_reward ``{"query": [str], "prompts": [str], "labels": [any]}`` → ``{"rewards": [float],
 "scores": [float], "extra_logs": {name: float}}`` (``prompts`` and ``labels`` optional, else the same
-length as ``query``). GET /health → status and counters. Malformed JSON is a 400, a body over the
+length as ``query``). GET /health → status and counters (``in_flight``: reward requests accepted and
+not yet answered). Malformed JSON is a 400, a body over the
 size limit a 413, a well-formed body of the wrong shape a 422; each with ``{"error": ...}``.
 
 Requests that arrive while a batch is being scored are scored together as the next batch (up to
@@ -161,16 +162,21 @@ def create_app(scorer: RewardScorer, max_batch_size: int = 64, max_body_bytes: i
     """The Starlette app: POST ``/get_reward``, GET ``/health``."""
     batcher = _Batcher(scorer, max_batch_size)
     started = time.time()
+    in_flight = [0]  # reward requests accepted and not yet answered (their body may still be arriving)
 
     async def get_reward(request: Request) -> JSONResponse:
+        in_flight[0] += 1
         try:
-            queries, prompts, labels = parse_payload(await read_body(request, max_body_bytes))
-        except BadRequest as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
-        try:
-            return JSONResponse(await batcher.score(queries, prompts, labels))
-        except Exception as e:
-            return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
+            try:
+                queries, prompts, labels = parse_payload(await read_body(request, max_body_bytes))
+            except BadRequest as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+            try:
+                return JSONResponse(await batcher.score(queries, prompts, labels))
+            except Exception as e:
+                return JSONResponse({"error": f"scoring failed: {type(e).__name__}: {e}"}, status_code=500)
+        finally:
+            in_flight[0] -= 1
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -184,6 +190,7 @@ def create_app(scorer: RewardScorer, max_batch_size: int = 64, max_body_bytes: i
             "rollouts": batcher.n_rollouts,
             "sample_errors": scorer.n_errors,
             "queued": batcher.queue.qsize(),
+            "in_flight": in_flight[0],
         })
 
     @contextlib.asynccontextmanager
