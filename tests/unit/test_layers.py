@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and the layers below, never above):
 
-    core, and beside it recipe, tiny_model, data   (they import only core)
+    core, and beside it recipe, tiny_model, smollm2, data   (they import only core)
     annotate                                        the annotation library
     reward                                          the framework-neutral rollout reward
     pipeline                                        stages over files, their shared machinery, figures
@@ -21,10 +21,10 @@ import pytest
 import mralign_plugin
 
 PACKAGE = Path(mralign_plugin.__file__).parent
-RANK = {"core": 0, "recipe": 1, "tiny_model": 1, "data": 1, "annotate": 2, "reward": 3, "pipeline": 4, "eval": 5,
+RANK = {"core": 0, "recipe": 1, "tiny_model": 1, "smollm2": 1, "data": 1, "annotate": 2, "reward": 3, "pipeline": 4, "eval": 5,
         "adapters": 6, "demo": 7, "cli": 8}
 # Units of the same rank that must not import each other (beside core, each stands alone).
-SIBLINGS_APART = {"recipe", "tiny_model", "data"}
+SIBLINGS_APART = {"recipe", "tiny_model", "smollm2", "data"}
 
 
 def unit_of(module: str) -> str:
