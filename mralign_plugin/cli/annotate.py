@@ -85,8 +85,8 @@ def _generate(args: argparse.Namespace) -> int:
     from mralign_plugin.pipeline.generate import INFERENCE_PROMPT, GenerateOptions, SamplingConfig, generate_file
 
     template = Path(args.prompt_template).read_text(encoding="utf-8") if args.prompt_template else INFERENCE_PROMPT
-    opts = GenerateOptions(prompt_template=template,
-        model=args.model, engine=args.engine, dtype=args.dtype, batch_size=args.batch_size,
+    opts = GenerateOptions(prompt_template=template, few_shot=args.few_shot, two_phase=args.two_phase,
+        answer_max_tokens=args.answer_max_tokens, model=args.model, engine=args.engine, dtype=args.dtype, batch_size=args.batch_size,
         thinking_mode=args.thinking_mode, tensor_parallel_size=args.tensor_parallel_size, split=args.split,
         limit=args.limit, source_name=args.source_name, chunk_size=args.chunk_size, progress=not args.no_progress,
         ray=args.ray, ray_address=args.ray_address, ray_workers=args.ray_workers, gpus_per_worker=args.gpus_per_worker,
@@ -107,7 +107,7 @@ def _label(args: argparse.Namespace) -> int:
 
     opts = LabelOptions(min_paragraphs=args.min_paragraphs, max_paragraphs=args.max_paragraphs,
                         min_tokens=args.min_tokens, max_tokens=args.max_tokens, tokenizer=args.tokenizer,
-                        no_filter=args.no_filter)
+                        no_filter=args.no_filter, rule=args.rule)
     trajectories, summary = label_rows(chain.from_iterable(iter_jsonl(p) for p in args.candidates), opts)
     write_jsonl(args.output, trajectories)
     print(format_summary(summary))
@@ -190,6 +190,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "<think></think> for thinking off; auto: template when supported (default)")
     p.add_argument("--prompt-template", metavar="FILE",
                    help="user-message template with {question} (default: the paper's inference prompt, Figure 11)")
+    p.add_argument("--few-shot", metavar="FILE", help="worked examples as earlier chat turns: JSON {examples: [{question, "
+                   "thinking: [paragraphs], answer}]} (e.g. mralign_plugin/data/few_shot_factual.json)")
+    p.add_argument("--two-phase", action="store_true", help="prefill <think>, stop at </think> or --max-new-tokens, then "
+                   "prefill </think><answer> and stop at </answer>: for models never trained to think")
+    p.add_argument("--answer-max-tokens", type=int, default=64, help="token budget of the answer phase (default: 64)")
     p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per transformers generate call (default: 8)")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism (default: 1)")
@@ -205,8 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     # --- label ----------------------------------------------------------------------------------
     p = subparsers.add_parser("label", help="positive / negative trajectories from candidates (paper §3, Table 1)",
-                              description="Positive = thinking on correct and off wrong in ALL draws; negative = the "
-                              "reverse. Keeps the first thinking-on draw that passes the filters; dedups questions.")
+                              description="Positive = thinking on correct and off wrong in ALL draws (or a majority: "
+                              "--rule); negative = the reverse. Keeps the first thinking-on draw that passes the filters; dedups questions.")
     p.add_argument("candidates", nargs="+", help="candidates jsonl from `mralign generate` (several: one per source)")
     p.add_argument("-o", "--output", required=True, help="trajectories jsonl")
     p.add_argument("--min-paragraphs", type=int, default=4, help="exclusive lower bound (default: 4, paper)")
@@ -215,6 +220,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=1000, help="exclusive upper bound (default: 1000)")
     p.add_argument("--tokenizer", default="Qwen/Qwen3-8B", help="tokenizer counting reasoning tokens (id or directory)")
     p.add_argument("--no-filter", action="store_true", help="skip the paragraph and token filters")
+    p.add_argument("--rule", choices=["all", "majority"], default="all",
+                   help="all: every draw agrees (paper); majority: more than half of the draws, e.g. 2 of 3")
     p.add_argument("--summary-json", help="also write the per-source counts as JSON")
     _add_recipe_flag(p)
     p.set_defaults(func=_guard(_label, p))

@@ -27,7 +27,8 @@ def _eval(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
         seed=args.seed, engine=args.engine, dtype=args.dtype, batch_size=args.batch_size,
         thinking_mode=args.thinking_mode, tensor_parallel_size=args.tensor_parallel_size, split=args.split,
-        limit=args.limit, chunk_size=args.chunk_size, n_resamples=args.n_resamples, baseline=args.baseline,
+        limit=args.limit, chunk_size=args.chunk_size, few_shot=args.few_shot, two_phase=args.two_phase,
+        answer_max_tokens=args.answer_max_tokens, n_resamples=args.n_resamples, baseline=args.baseline,
         judge=judge, veriscore_home=args.veriscore_home, veriscore_extraction_model=args.veriscore_extraction_model,
         veriscore_verification_model=args.veriscore_verification_model, veriscore_label_n=args.veriscore_label_n,
         longfact_k=args.longfact_k, progress=not args.no_progress,
@@ -136,6 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how thinking is switched: the chat template's enable_thinking flag or a prefilled empty block")
     g.add_argument("--tensor-parallel-size", type=int, default=1)
     g.add_argument("--chunk-size", type=int, default=64, help="questions per generate call and write (default: 64)")
+    g.add_argument("--few-shot", metavar="FILE", help="worked examples as earlier chat turns (as mralign generate)")
+    g.add_argument("--two-phase", action="store_true", help="thinking, then the answer, as two stops (as mralign generate)")
+    g.add_argument("--answer-max-tokens", type=int, default=64, help="token budget of the answer phase (default: 64)")
     p.add_argument("--split", help="hub split (default: nq_open validation = the 3,610 test questions, sciq test, "
                    "simpleqa test, truthfulqa validation)")
     p.add_argument("--limit", type=int, help="only the first N questions of each dataset")

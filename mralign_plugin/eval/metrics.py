@@ -157,6 +157,33 @@ def bootstrap_ci(
     return lo, hi
 
 
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same items, with a paired percentile-bootstrap interval.
+
+    Both methods answered the same questions, so the items are resampled as pairs: the interval is
+    that of the mean per-item difference, much narrower than two independent intervals when the
+    methods agree on most items.
+
+    Args:
+        a, b: (N,) per-item values of two methods on the same N items, in the same order.
+
+    Returns:
+        ``(mean difference, lo, hi)`` in the units of the values; NaN when N = 0.
+
+    Example:
+        >>> paired_difference(np.array([1, 1, 0, 1]), np.array([1, 1, 0, 1]))
+        (0.0, 0.0, 0.0)
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values need the same 1-D shape, got {a.shape} and {b.shape}")
+    diff = a - b  # (N,)
+    lo, hi = bootstrap_ci(diff, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return (float(diff.mean()) if diff.size else float("nan")), float(lo), float(hi)
+
+
 def _pct(x: float) -> float:
     return round(100.0 * float(x), 4)
 

@@ -78,6 +78,9 @@ class EvalConfig:
     split: str | None = None  # overrides EVAL_SPLITS for hub datasets
     limit: int | None = None
     chunk_size: int = 64
+    few_shot: str | None = None  # worked examples as earlier chat turns (pipeline/generate.py load_few_shot)
+    two_phase: bool = False  # thinking and answer as two stops (pipeline/generate.py complete)
+    answer_max_tokens: int = 64
     n_resamples: int = 1000
     baseline: str | None = None  # a run directory: consistency buckets against its thinking-on rows
     judge: JudgeEndpoint | None = None
@@ -187,7 +190,7 @@ def sampling_config(cfg: EvalConfig):
 
 def generate_predictions(rows: list[dict], path: Path, mode: str, cfg: EvalConfig, lazy: _LazyEngine) -> int:
     """Append a prediction for every row whose id is not yet in ``path``; return how many were made."""
-    from mralign_plugin.pipeline.generate import messages_for, render_prompt
+    from mralign_plugin.pipeline.generate import complete, load_few_shot, messages_for
 
     with ResumableOutput(path, id_key, "mralign eval") as out:
         todo = [r for r in rows if r["id"] not in out.done]
@@ -195,6 +198,7 @@ def generate_predictions(rows: list[dict], path: Path, mode: str, cfg: EvalConfi
             return 0
         engine = lazy.get()
         sampling = sampling_config(cfg)
+        few_shot = load_few_shot(cfg.few_shot) if cfg.few_shot else None
         progress = None
         if cfg.progress:
             from tqdm import tqdm
@@ -202,9 +206,9 @@ def generate_predictions(rows: list[dict], path: Path, mode: str, cfg: EvalConfi
             progress = tqdm(total=len(todo), unit="q", desc=f"eval {path.stem} ({engine.name})", dynamic_ncols=True)
         for start in range(0, len(todo), cfg.chunk_size):
             chunk = todo[start : start + cfg.chunk_size]
-            messages = [messages_for(r["question"]) for r in chunk]
-            prompts = [render_prompt(engine.tokenizer, m, mode == "thinking_on", lazy.mode) for m in messages]
-            texts = engine.generate(prompts, sampling)  # [[text]] per prompt
+            messages = [messages_for(r["question"], few_shot=few_shot) for r in chunk]
+            texts = complete(engine, messages, sampling, mode == "thinking_on", lazy.mode, cfg.two_phase,
+                             cfg.answer_max_tokens)  # [[text]] per question
             for row, msgs, draws in zip(chunk, messages, texts, strict=True):
                 out.write({**row, "prompt": msgs, "response": draws[0], "mode": mode, "model": cfg.model,
                            "engine": engine.name, "thinking_mode": lazy.mode, "sampling": asdict(sampling)})

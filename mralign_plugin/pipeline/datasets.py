@@ -24,7 +24,8 @@ Local files: ``.jsonl``, ``.json`` (a list of rows, or ``{"data": [...]}``), ``.
 (needs pyarrow), ``.csv`` (a list-valued answer cell holding a JSON list is decoded). Anything else is
 taken as a Hugging Face dataset id (needs ``datasets`` and hub access), with short names for the
 paper's sources: ``nq_open``, ``sciq``, ``simpleqa``, ``truthfulqa``. LongFact has no hub copy:
-pass its jsonl files.
+pass its jsonl files. ``factual-offline`` (splits ``train`` and ``test``) is built without any network
+from reference data in PyPI packages (pipeline/factual_qa.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+# Built offline from reference packages (pipeline/factual_qa.py; splits train / test, seed 0).
+FACTUAL_SOURCE = "factual-offline"
 # Short names -> (hub id, config, default split). SimpleQA has only a test split.
 HUB_DATASETS = {
     "nq_open": ("google-research-datasets/nq_open", None, "train"),
@@ -158,6 +161,12 @@ def load_qa(source: str | Path, split: str | None = None, limit: int | None = No
     path = Path(source)
     if path.exists():
         rows, default_name = _read_rows(path), path.stem
+    elif str(source) == FACTUAL_SOURCE:
+        from mralign_plugin.pipeline.factual_qa import build_questions
+
+        if split not in (None, "train", "test"):
+            raise ValueError(f"{FACTUAL_SOURCE}: split must be train or test, got {split!r}")
+        rows, default_name = build_questions()[split or "train"], FACTUAL_SOURCE
     else:
         rows, default_name = _hub_rows(str(source), split)
     name = name or default_name

@@ -6,7 +6,11 @@ Per question, each draw is correct when a gold alias is contained in its extract
 * **positive** (desirable): thinking on is correct and thinking off wrong in ALL draws;
 * **negative** (undesirable): the reverse in all draws; every other question is dropped.
 
-The kept example is the first thinking-on draw that passes the filters on its thinking:
+``rule="majority"`` relaxes "all draws" to "more than half of the draws" (2 of 3) for both modes,
+for small models whose draws rarely all agree; with one draw the two rules are the same.
+
+The kept example is the first thinking-on draw that passes the filters on its thinking, among the
+draws that agree with the label (a correct one for a positive, a wrong one for a negative):
 paragraph count in (4, 15) and reasoning tokens in (450, 1000), strict bounds, tokens counted by
 a named tokenizer (Qwen3 by default; §9 item 8). Questions are deduplicated by their normalised
 text, first one kept. Every dropped question is counted under exactly one reason.
@@ -40,6 +44,7 @@ class LabelOptions:
     max_tokens: int = 1000
     tokenizer: str = "Qwen/Qwen3-8B"
     no_filter: bool = False
+    rule: str = "all"  # all | majority
 
 
 def is_correct(response: str, gold: list[str]) -> bool:
@@ -47,24 +52,38 @@ def is_correct(response: str, gold: list[str]) -> bool:
     return contains_gold(parse_response(response).answer, gold)
 
 
-def classify(on_hits: list[bool], off_hits: list[bool]) -> str:
+def classify(on_hits: list[bool], off_hits: list[bool], rule: str = "all") -> str:
     """``positive``, ``negative``, ``both_correct``, ``both_wrong`` or ``inconsistent``.
+
+    Args:
+        on_hits, off_hits: correctness of each thinking-on / thinking-off draw.
+        rule: ``"all"`` (every draw of a mode agrees) or ``"majority"`` (more than half of them).
 
     Example:
         >>> classify([True, True, True], [False, False, False])
         'positive'
         >>> classify([True, False, True], [False, False, False])
         'inconsistent'
+        >>> classify([True, False, True], [False, False, True], rule="majority")
+        'positive'
     """
-    if all(on_hits) and not any(off_hits):
-        return "positive"
-    if not any(on_hits) and all(off_hits):
-        return "negative"
-    if all(on_hits) and all(off_hits):
-        return "both_correct"
-    if not any(on_hits) and not any(off_hits):
-        return "both_wrong"
-    return "inconsistent"
+    if rule == "all":
+        on = True if all(on_hits) else False if not any(on_hits) else None
+        off = True if all(off_hits) else False if not any(off_hits) else None
+    elif rule == "majority":
+        on, off = _majority(on_hits), _majority(off_hits)
+    else:
+        raise ValueError(f"label rule must be all or majority, got {rule!r}")
+    if on is None or off is None:
+        return "inconsistent"
+    return {(True, False): "positive", (False, True): "negative", (True, True): "both_correct",
+            (False, False): "both_wrong"}[(on, off)]
+
+
+def _majority(hits: list[bool]) -> bool | None:
+    """True / False when more than half of ``hits`` are / are not correct; None on a tie."""
+    correct = sum(hits)
+    return True if 2 * correct > len(hits) else False if 2 * correct < len(hits) else None
 
 
 def load_token_counter(name: str):
@@ -85,11 +104,14 @@ def load_token_counter(name: str):
     return count
 
 
-def pick_draw(draws: list[str], opts: LabelOptions, count_tokens) -> tuple[int, int, int] | str:
-    """The first thinking-on draw passing the filters, as ``(index, n_paragraphs, n_tokens)``;
-    else the reason the draw that got furthest failed (``no_thinking``, ``paragraphs``, ``tokens``)."""
+def pick_draw(draws: list[str], opts: LabelOptions, count_tokens, eligible: list[bool] | None = None) -> tuple[int, int, int] | str:
+    """The first thinking-on draw passing the filters (among the ``eligible`` ones, default all), as
+    ``(index, n_paragraphs, n_tokens)``; else the reason the draw that got furthest failed
+    (``no_thinking``, ``paragraphs``, ``tokens``)."""
     furthest = 0
     for j, response in enumerate(draws):
+        if eligible is not None and not eligible[j]:
+            continue
         parsed = parse_response(response)
         if not parsed.has_thinking or parsed.unterminated:
             continue
@@ -141,11 +163,12 @@ def label_rows(rows, opts: LabelOptions, count_tokens=None) -> tuple[list[dict],
         counts["in"] += 1
         gold = row["answers"]
         on, off = row["draws"]["thinking_on"], row["draws"]["thinking_off"]
-        verdict = classify([is_correct(r, gold) for r in on], [is_correct(r, gold) for r in off])
+        on_hits = [is_correct(r, gold) for r in on]
+        verdict = classify(on_hits, [is_correct(r, gold) for r in off], opts.rule)
         if verdict not in ("positive", "negative"):
             counts[verdict] += 1
             continue
-        picked = pick_draw(on, opts, lazy_count)
+        picked = pick_draw(on, opts, lazy_count, [hit == (verdict == "positive") for hit in on_hits])
         if isinstance(picked, str):
             counts[picked] += 1
             continue

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.integration
 def test_demo_trains_both_arms(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mralign_plugin.cli", "demo", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "mralign_plugin.cli", "demo", "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "MR-ALIGN (weights on)" in done.stdout and "KTO (weights off)" in done.stdout

@@ -13,6 +13,7 @@ from mralign_plugin.eval.metrics import (
     hit_gap,
     hit_positions,
     normalized_words,
+    paired_difference,
     score_response,
     summarize,
 )
@@ -144,3 +145,30 @@ def test_consistency_buckets_by_hand():
     assert inc["base_answer_acc"] == pytest.approx(100 / 3, abs=1e-3) and inc["delta_answer_acc"] == pytest.approx(100 / 3, abs=1e-3)
     with pytest.raises(ValueError, match="thinking-on baseline"):
         consistency_buckets({"a": score_response("Paris", ["Paris"], False)}, new)
+
+
+def test_paired_difference_known_cases():
+    same = np.array([1, 0, 1, 1, 0])
+    assert paired_difference(same, same) == (0.0, 0.0, 0.0)
+    assert paired_difference(np.ones(8), np.zeros(8)) == (1.0, 1.0, 1.0)
+    # b wins on exactly one item of 40: the difference is -1/40, and no resample can make it positive.
+    a = np.array([1.0] * 20 + [0.0] * 20)
+    b = a.copy()
+    b[20] = 1.0
+    diff, lo, hi = paired_difference(a, b, n_resamples=2000)
+    assert diff == -1 / 40 and lo <= diff <= hi <= 0.0
+    with pytest.raises(ValueError, match="same 1-D shape"):
+        paired_difference(np.ones(3), np.ones(4))
+
+
+def test_paired_interval_is_narrower_than_unpaired_when_methods_agree():
+    rng = np.random.default_rng(0)
+    base = (rng.random(200) < 0.5).astype(float)  # (200,)
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:10]] = 1.0  # 10 more right answers, every other item the same
+    diff, lo, hi = paired_difference(better, base, n_resamples=2000, seed=1)
+    assert diff == 10 / 200 and lo > 0  # significant when paired
+    lo_a, hi_a = bootstrap_ci(better, n_resamples=2000, seed=1)
+    lo_b, hi_b = bootstrap_ci(base, n_resamples=2000, seed=1)
+    assert lo_a < hi_b  # ...while the two separate intervals overlap
+    assert hi - lo < min(hi_a - lo_a, hi_b - lo_b)

@@ -132,3 +132,27 @@ def test_real_tokenizer_counts(tmp_path_factory):
     count = load_token_counter(str(path))
     a, b = count(["Paris is the capital", "Paris is the capital of France and more"])
     assert 0 < a < b
+
+
+def test_majority_rule_two_of_three():
+    assert classify([1, 1, 0], [0, 0, 1], rule="majority") == "positive"
+    assert classify([0, 1, 0], [1, 1, 0], rule="majority") == "negative"
+    assert classify([1, 0, 1], [1, 1, 0], rule="majority") == "both_correct"
+    assert classify([0, 0, 1], [0, 1, 0], rule="majority") == "both_wrong"
+    assert classify([1, 0], [0, 0], rule="majority") == "inconsistent"  # a tie is no majority
+    for on_hits, off_hits in (([1], [0]), ([0], [1]), ([1], [1]), ([0], [0])):  # one draw: both rules agree
+        assert classify(on_hits, off_hits, rule="majority") == classify(on_hits, off_hits)
+    with pytest.raises(ValueError, match="all or majority"):
+        classify([1], [0], rule="most")
+
+
+def test_majority_keeps_a_draw_that_agrees_with_the_label():
+    # Positive by 2 of 3: the first thinking-on draw is wrong, so the second (correct) one is kept.
+    pos = row(1, [on("Lyon"), on("Paris"), on("Paris")], [off("Lyon"), off("Lyon"), off("Paris")])
+    # Negative by 2 of 3: the kept thinking-on draw is a wrong one (the third), not the correct first one.
+    neg = row(2, [on("Paris"), on("Lyon", n_paragraphs=2), on("Nice")], [off("Paris"), off("Paris"), off("Lyon")])
+    trajectories, summary = run([pos, neg], rule="majority")
+    assert [(t["id"], t["label"], t["draw"]) for t in trajectories] == [("q1", True, 1), ("q2", False, 2)]
+    assert summary["total"]["positive"] == 1 and summary["total"]["negative"] == 1
+    strict, strict_summary = run([pos, neg])  # the paper's all-draws rule drops both
+    assert strict == [] and strict_summary["total"]["inconsistent"] == 2

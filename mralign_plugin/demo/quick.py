@@ -1,13 +1,10 @@
-"""`mralign demo`: the main job's orchestrator, on the bundled demo corpus with embedded defaults.
-
-It drives the stages the other verbs run (pipeline/), training (the KTO trainer CLI) and the report,
-so it sits at the top beside cli/.
+"""`mralign demo --quick`: the one-minute smoke test, on the bundled demo corpus with embedded defaults.
 
 validate -> fit-transitions (P, P⁺, P⁻, heatmaps) -> weigh (Eq. 10) -> segment-weighted KTO and the
 plain-KTO baseline on a tiny random Llama through OpenRLHF (CPU) -> a short report.
 
-    mralign demo --out runs/demo             # everything, about a minute on 2 CPU cores
-    mralign demo --out runs/demo --no-train  # the transition model only (no OpenRLHF needed)
+    mralign demo --quick --out runs/demo-quick             # about a minute on 2 CPU cores
+    mralign demo --quick --out runs/demo-quick --no-train  # the transition model only (no OpenRLHF needed)
 
 The tiny model is random, so the training stage shows that the whole path runs and what it logs
 (loss, reward margin, mean token weight), not a quality result.
@@ -88,7 +85,7 @@ def run_training(out: Path) -> None:
     print(f"      checkpoints and logs: {out / 'mralign'}/, {out / 'kto'}/")
 
 
-def run_demo(out_dir: str | Path, train: bool = True) -> int:
+def run_quick(out_dir: str | Path, train: bool = True) -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     corpus = demo_corpus_path()
