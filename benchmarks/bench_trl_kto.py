@@ -45,6 +45,7 @@ def make_trainer(model_path: str, rows: list[dict], out: str, weights: bool, bat
     trainer = MRAlignKTOTrainer(model, args=config, train_dataset=dataset,
                                 processing_class=AutoTokenizer.from_pretrained(model_path))
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # what Trainer.train sets before calling training_step
     return trainer
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = [arms[True].data_collator([arms[True].train_dataset[j] for j in range(i, i + args.batch)])
                    for i in range(0, len(arms[True].train_dataset) - args.batch + 1, args.batch)]
         times = {True: [], False: []}
-        for i in range(2 * args.steps + 4):
+        for i in range(args.steps + 4):
             order = (True, False) if i % 2 == 0 else (False, True)  # A B B A ...
             batch = batches[i % len(batches)]
             for weights in order:

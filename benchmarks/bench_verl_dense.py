@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         rollouts, _ = make_traces(args.rollouts, args.tokens)
         data, mean_tokens = batch_of(tokenizer, rollouts)
         start = time.perf_counter()
-        piece_lengths(tokenizer)
+        piece_lengths(tokenizer)  # the manager builds it once, at start-up
         table_s = time.perf_counter() - start
         arms = {}
         for dense in (False, True):

@@ -96,6 +96,6 @@ def test_grpo_online_run_on_smollm2(reward_config, tmp_path):
     pytest.importorskip("gguf")
     from mralign_plugin.smollm2 import smollm2_path
 
-    logs, changed = grpo_run(smollm2_path(), reward_config, tmp_path / "run", 2, 48)
+    logs, changed = grpo_run(smollm2_path(), reward_config, tmp_path / "run", 2, 32)
     assert len(logs) == 2 and all(math.isfinite(e["loss"]) for e in logs) and changed > 0
     assert all(e["mralign/errors"] == 0 for e in logs)

@@ -132,3 +132,20 @@ def test_unloadable_config_stops_at_start_naming_the_file(tiny, tmp_path, monkey
         with pytest.raises(RuntimeError) as failure:
             load_reward_manager(config, tokenizer) if manager != "scalar" else get_custom_reward_fn(config)
         assert named in f"{failure.value} {failure.value.__cause__}"
+
+
+def test_characters_map_onto_their_tokens_across_multibyte_characters(tiny, env, gpt2_tokenizer):
+    """GPT-2's byte-level BPE splits é, — and 東 into byte tokens whose lone decodes are U+FFFD: the manager
+    decodes each run as one (its characters on its last token), so the characters where segments end
+    (punctuation) still land on the token that holds them, and the positions never go back."""
+    gpt2_tokenizer.pad_token = gpt2_tokenizer.eos_token
+    manager = load_reward_manager(verl_config(tiny, "dense-register"), gpt2_tokenizer)
+    text = "<think>\nCafé — 東京 is far.\n\nNaïve résumé: 東京.\n</think>\n<answer>東京</answer>"
+    ids = torch.tensor(gpt2_tokenizer(text, add_special_tokens=False)["input_ids"]).numpy()
+    assert manager.fragments[ids].any()  # the case this test is about
+    positions = manager.token_positions(ids, text, list(range(len(text))))
+    assert manager.n_approximate == 0 and positions == sorted(positions)
+    for c in [i for i, ch in enumerate(text) if ch in ".:>"]:  # where segments end
+        upto = gpt2_tokenizer.decode(ids[: positions[c] + 1], clean_up_tokenization_spaces=False)
+        before = gpt2_tokenizer.decode(ids[: positions[c]], clean_up_tokenization_spaces=False)
+        assert len(upto) > c >= len(before) and upto[c] == text[c], (c, positions[c])

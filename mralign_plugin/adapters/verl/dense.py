@@ -21,7 +21,9 @@ rollout instead (verl's agent loop, the default without a reward model), verl pu
 token itself: ``run_single`` returns a :class:`DenseReward`, a float equal to the scalar reward that carries its
 token placement, so that path receives the same total.
 
-The config is loaded when verl builds the manager, so a bad config stops the workers at start, naming the file;
+The manager decodes responses without the tokenizer's space clean-up (so that each character has its token);
+for a tokenizer that cleans up (GPT-2, Llama 3) its text can differ from verl's default decode by a space
+before punctuation. The config is loaded when verl builds the manager, so a bad config stops the workers at start, naming the file;
 after that a rollout that cannot be scored gets 0.0 (``mralign/error`` 1), is counted and logged.
 """
 
@@ -54,10 +56,13 @@ class DenseReward(float):
         return DenseReward, (float(self), self.token_rewards)
 
 
-def piece_lengths(tokenizer) -> np.ndarray:
-    """(V,) characters each token id decodes to alone (special tokens 0), for mapping characters onto tokens."""
-    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
-    return np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+def piece_lengths(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Per token id (V,): the characters it decodes to alone (special tokens 0), and whether that decode holds a
+    U+FFFD (a byte fragment of a multi-byte character, whose true length shows only decoded with its neighbours)."""
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False)
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    return lengths, np.fromiter(("\ufffd" in p for p in pieces), dtype=bool, count=len(pieces))
 
 
 class MRAlignDenseRewardManager(RewardManagerBase):
@@ -76,17 +81,27 @@ class MRAlignDenseRewardManager(RewardManagerBase):
                 raise ValueError("the dense reward needs mode: transition")
         except Exception as e:
             raise RuntimeError(f"mralign reward: cannot load the reward config {path}: {e}") from e
-        self.piece_lengths = piece_lengths(tokenizer)  # (V,)
+        self.piece_lengths, self.fragments = piece_lengths(tokenizer)  # (V,), (V,)
         self.n_approximate = 0  # rollouts whose characters were mapped onto tokens by re-encoding or by position
 
-    def token_positions(self, ids: list[int], text: str, chars: list[int]) -> list[int]:
+    def token_positions(self, ids: np.ndarray, text: str, chars: list[int]) -> list[int]:
         """Response token index holding each character index of ``text`` (the decode of ``ids``).
 
-        Exact when the tokens' lone decodes concatenate to ``text`` (byte-level BPE on whole characters);
-        otherwise the text is re-encoded with offsets, and as a last resort positions scale with length.
+        The tokens' lone decodes, concatenated, give ``text`` (byte-level BPE), except across a run of byte-fragment
+        tokens: such a run holds whole characters (a token with a partial byte is a fragment itself), so it is
+        decoded as one and its characters go to its last token. When the lengths still do not add up, the text is
+        re-encoded with offsets, and as a last resort positions scale with length.
         """
         n = len(ids)
-        ends = np.cumsum(self.piece_lengths[np.asarray(ids, dtype=np.int64)])  # (n,) end character of each token
+        lengths = self.piece_lengths[ids]  # (n,) a copy (fancy indexing)
+        fragment = self.fragments[ids]  # (n,) bool
+        if fragment.any():
+            edges = np.diff(np.concatenate(([0], fragment.view(np.int8), [0])))  # (n + 1,)
+            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):  # runs [a, b)
+                joint = self.tokenizer.decode(ids[a:b], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                lengths[a:b] = 0
+                lengths[b - 1] = len(joint)  # the run's characters all on its last token: the ends stay sorted
+        ends = np.cumsum(lengths)  # (n,) end character of each token
         if n == 0 or ends[-1] != len(text):
             self.n_approximate += 1
             offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -101,17 +116,25 @@ class MRAlignDenseRewardManager(RewardManagerBase):
         item = data[-1:][0]  # as NaiveRewardManager: one rollout (the last sequence of a multi-turn sample)
         response_ids = item.batch["responses"]
         valid = int(item.batch["attention_mask"][-response_ids.shape[-1]:].sum())
-        ids = response_ids[:valid].tolist()
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
         ground_truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
-        parts, pairs = self.scorer.score_dense([text], [ground_truth])[0]
-        positions = self.token_positions(ids, text, [c for c, _ in pairs[:-1]])
-        positions.append(max(len(ids) - 1, 0))  # the final pair on the last token (EOS included), as verl's scalar
-        token_rewards = tuple(zip(positions, (v for _, v in pairs), strict=True))
+        # Off the event loop, as NaiveRewardManager decodes and scores (verl runs many rollouts concurrently).
+        parts, token_rewards = await self.loop.run_in_executor(
+            None, self._score, response_ids[:valid], ground_truth)
         info = {"mralign/transition": parts.transition, "mralign/outcome": parts.outcome,
                 "mralign/hit_gap": parts.hit_gap, "mralign/n_segments": float(parts.n_segments),
                 "mralign/error": 0.0 if parts.error is None else 1.0}
         return {"reward_score": DenseReward(parts.reward, token_rewards), "reward_extra_info": info}
+
+    def _score(self, response_ids: torch.Tensor, ground_truth: object) -> tuple:
+        """One rollout's reward parts and its (token index, value) pairs."""
+        # Without clean-up (" ." -> "."), the decode is the concatenation of the tokens' own decodes, so every
+        # character maps onto its token; tokenizers of current reasoning models (Qwen3, SmolLM2) never clean up.
+        text = self.tokenizer.decode(response_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        parts, pairs = self.scorer.score_dense([text], [ground_truth])[0]
+        ids = response_ids.numpy()  # (n,)
+        positions = self.token_positions(ids, text, [c for c, _ in pairs[:-1]])
+        positions.append(max(len(ids) - 1, 0))  # the final pair on the last token (EOS included), as verl's scalar
+        return parts, tuple(zip(positions, (v for _, v in pairs), strict=True))
 
     @classmethod
     def assemble_rm_scores(cls, data: DataProto, scores: list[float]) -> torch.Tensor:
