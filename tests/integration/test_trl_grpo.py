@@ -56,27 +56,22 @@ def test_unloadable_config_stops_at_construction_naming_the_file(tmp_path):
         MRAlignReward(tmp_path / "reward.yaml")
 
 
+QUESTIONS = [{"question": "What is the capital of France?", "gold": ["Paris"]},
+             {"question": "What is the capital of Italy?", "gold": ["Rome"]},
+             {"question": "What is the chemical symbol of gold?", "gold": ["Au"]},
+             {"question": "What is the capital of Japan?", "gold": ["Tokyo"]}]
+
+
 def grpo_run(model_path, reward_config, out, steps, max_completion_length):
     """A few real GRPOTrainer steps with MR-ALIGN's reward (generation with transformers on the CPU)."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import AutoModelForCausalLM
 
-    questions = [("What is the capital of France?", "Paris"), ("What is the capital of Italy?", "Rome"),
-                 ("What is the chemical symbol of gold?", "Au"), ("What is the capital of Japan?", "Tokyo")]
-    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "gold": [a]} for q, a in questions])
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = GRPOConfig(output_dir=str(out), per_device_train_batch_size=4, num_generations=4, max_steps=steps,
-                        max_completion_length=max_completion_length, learning_rate=1e-4, logging_steps=1,
-                        report_to="none", use_cpu=True, bf16=False, save_strategy="no", seed=0, temperature=1.0)
-    reward = MRAlignReward(reward_config)
-    trainer = GRPOTrainer(model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    from mralign_plugin.adapters.trl.grpo import train_grpo
+
+    before = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).state_dict()
+    trainer, logs = train_grpo(str(model_path), reward_config, QUESTIONS, out, max_steps=steps,
+                               max_completion_length=max_completion_length, learning_rate=1e-4)
     changed = sum(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     return logs, changed
 

@@ -149,3 +149,15 @@ def test_characters_map_onto_their_tokens_across_multibyte_characters(tiny, env,
         upto = gpt2_tokenizer.decode(ids[: positions[c] + 1], clean_up_tokenization_spaces=False)
         before = gpt2_tokenizer.decode(ids[: positions[c]], clean_up_tokenization_spaces=False)
         assert len(upto) > c >= len(before) and upto[c] == text[c], (c, positions[c])
+
+
+def test_dense_reward_crosses_ray_and_verls_streaming_path_as_its_total():
+    """verl's agent loop pickles ``reward_score`` back from the reward worker and builds ``torch.tensor(scores)``
+    to put it on the last token: a DenseReward survives both as the scalar total, its placement kept."""
+    import pickle
+
+    from mralign_plugin.adapters.verl.dense import DenseReward
+
+    score = pickle.loads(pickle.dumps(DenseReward(0.75, ((3, 0.25), (9, 0.5)))))
+    assert score.token_rewards == ((3, 0.25), (9, 0.5))
+    assert torch.tensor([score, 1.0], dtype=torch.float32).tolist() == [0.75, 1.0]

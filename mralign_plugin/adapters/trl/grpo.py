@@ -8,6 +8,12 @@ same scorer OpenRLHF's reward file and server use.
     from mralign_plugin.adapters.trl.grpo import MRAlignReward
     trainer = GRPOTrainer(model, reward_funcs=MRAlignReward("recipes/reward.yaml"), train_dataset=prompts, ...)
 
+    # a real online RL run on the CPU: a few GRPO steps of SmolLM2-135M-Instruct on the bundled corpus's questions
+    mralign fit-transitions mralign_plugin/data/demo_annotated.jsonl -o runs/grpo/transitions.json
+    echo "transitions: transitions.json" > runs/grpo/reward.yaml
+    python -m mralign_plugin.adapters.trl.grpo --model "$(python -m mralign_plugin.smollm2)" \
+        --reward-config runs/grpo/reward.yaml --output-dir runs/grpo/model --max-steps 3
+
 The config (and its transitions file) is loaded when the reward is built, so a bad file stops the run at
 start, naming it. After that the call never raises: a completion that cannot be scored gets 0.0, is counted
 (``mralign/errors``) and logged, and the run goes on. The gold answer comes from the ``label_key`` column
@@ -16,6 +22,9 @@ start, naming it. After that the call never raises: a completion that cannot be 
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,3 +83,70 @@ class MRAlignReward:
             for name, value in batch_logs(parts or [ERROR_PARTS]).items():
                 log_metric(name, value)
         return [p.reward for p in parts]
+
+
+def train_grpo(model: str, reward_config: str | Path, rows: Sequence[dict], output_dir: str | Path, max_steps: int = 3,
+               num_generations: int = 4, max_completion_length: int = 64, learning_rate: float = 1e-5,
+               seed: int = 0) -> tuple:
+    """A few TRL ``GRPOTrainer`` steps with MR-ALIGN's reward on the CPU (transformers generation).
+
+    Args:
+        model: an HF causal LM directory or id.
+        reward_config: the reward config (loaded first: a bad file stops here, before the model loads).
+        rows: ``{"question": str, "gold": [str, ...]}`` each; the question becomes a one-turn chat prompt.
+        output_dir, max_steps, num_generations, max_completion_length, learning_rate, seed: GRPOConfig's.
+
+    Returns:
+        ``(trainer, log_history)``: the trainer after ``train()``, and its per-step logs (``rewards/mralign/mean``,
+        ``mralign/errors``, ``loss``, ...).
+    """
+    reward = MRAlignReward(reward_config)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": r["question"]}], "gold": list(r["gold"])}
+                                 for r in rows])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"  # generation pads on the left
+    config = GRPOConfig(output_dir=str(output_dir), per_device_train_batch_size=num_generations,
+                        num_generations=num_generations, max_steps=max_steps,
+                        max_completion_length=max_completion_length, learning_rate=learning_rate, logging_steps=1,
+                        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, save_strategy="no",
+                        seed=seed)
+    trainer = GRPOTrainer(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), reward_funcs=reward,
+                          args=config, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    return trainer, [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mralign_plugin.adapters.trl.grpo",
+                                description="A few GRPO steps (TRL) with MR-ALIGN's reward, on the CPU or a GPU.")
+    p.add_argument("--model", required=True, help="HF causal LM (e.g. $(python -m mralign_plugin.smollm2))")
+    p.add_argument("--reward-config", required=True, help="reward config (recipes/reward.yaml shape)")
+    p.add_argument("--prompts", default=None,
+                   help="jsonl with prompt (or question) and gold; default: the bundled corpus's questions")
+    p.add_argument("--output-dir", default="runs/grpo/model")
+    p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--num-generations", type=int, default=4)
+    p.add_argument("--max-completion-length", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-5)
+    args = p.parse_args(argv)
+    if args.prompts is None:
+        from mralign_plugin.data import demo_corpus_path
+
+        args.prompts = demo_corpus_path()
+    records = [json.loads(line) for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line]
+    rows = [{"question": r.get("question", r.get("prompt")), "gold": r["gold"]} for r in records]
+    _, logs = train_grpo(args.model, args.reward_config, rows, args.output_dir, args.max_steps, args.num_generations,
+                         args.max_completion_length, args.learning_rate)
+    for entry in logs:
+        print(json.dumps({k: entry[k] for k in ("step", "loss", "rewards/mralign/mean", "mralign/transition",
+                                                 "mralign/outcome", "mralign/errors") if k in entry}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
