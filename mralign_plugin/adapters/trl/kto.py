@@ -81,7 +81,8 @@ class MRAlignKTOTrainer(KTOTrainer):
 
     Args: as ``trl.KTOTrainer``; ``args`` is an :class:`MRAlignKTOConfig`. ``train_dataset`` holds the rows of
     ``mralign weigh`` (prompt, response, label, steps, step_weights) or any unpaired KTO rows (prompt, completion,
-    label), as columns or as JSON text in a ``row_json`` column. ``row_counts`` reports how many rows were "ok", "truncated", "dropped" or "unweighted".
+    label), as columns or as JSON text in a ``row_json`` column. ``row_counts`` reports how many rows were "ok",
+    "truncated", "dropped" (over ``max_length``) or "unweighted" (no ``step_weights``: weight 1).
     """
 
     def __init__(self, model, ref_model=None, args: MRAlignKTOConfig | None = None, data_collator=None,
