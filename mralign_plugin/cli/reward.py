@@ -4,6 +4,9 @@
     export MRALIGN_REWARD_CONFIG=$PWD/recipes/reward.yaml
     python -m openrlhf.cli.train_ppo_ray ... --reward.remote_url "$(mralign reward-path)" --data.label_key answers
 
+    # verl: the scalar compute_score file, or the dense reward manager's file
+    mralign reward-path --framework verl [--dense]
+
     # the same reward over HTTP (OpenRLHF's remote-reward contract)
     mralign serve-reward --config recipes/reward.yaml --port 5000
 
@@ -21,6 +24,15 @@ import sys
 
 
 def _reward_path(args: argparse.Namespace) -> int:
+    if args.framework == "verl":
+        from mralign_plugin.adapters.verl import compute_score_path, dense_manager_path
+
+        print(dense_manager_path() if args.dense else compute_score_path())
+        return 0
+    if args.dense:
+        print("mralign reward-path: --dense is verl's reward manager; OpenRLHF takes scalar rewards only",
+              file=sys.stderr)
+        return 2
     from mralign_plugin.adapters.openrlhf.ppo import reward_file
 
     print(reward_file())
@@ -79,10 +91,15 @@ def _ppo(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "reward-path",
-        help="print the path of the reward function file for OpenRLHF's --reward.remote_url",
+        help="print the path of the reward file for OpenRLHF's --reward.remote_url or verl's custom reward",
         description="Print the absolute path of the reward function file. OpenRLHF loads it with "
-                    "--reward.remote_url PATH; it reads its config from $MRALIGN_REWARD_CONFIG.",
+                    "--reward.remote_url PATH; verl with reward.custom_reward_function.path=PATH "
+                    "(.name=compute_score), or with --dense the reward manager file for "
+                    "reward.reward_manager.module.path. Both read their config from $MRALIGN_REWARD_CONFIG.",
     )
+    p.add_argument("--framework", choices=("openrlhf", "verl"), default="openrlhf")
+    p.add_argument("--dense", action="store_true",
+                   help="verl: the dense reward manager's file (reward.reward_manager.name=MRAlignDenseRewardManager)")
     p.set_defaults(func=_reward_path)
 
     p = subparsers.add_parser(

@@ -24,6 +24,9 @@ import sys
 from datetime import datetime
 
 TRAINER_MODULE = "mralign_plugin.cli.train_kto"
+TRL_MODULE = "mralign_plugin.adapters.trl.train"
+BACKENDS = ("openrlhf", "trl")
+TRL_SECTIONS = ("model", "data", "trl")  # a TRL recipe's sections; their keys are the script's flat flags
 
 
 def on_off(value: str) -> bool:
@@ -161,6 +164,9 @@ def register(subparsers) -> None:
     p.add_argument("recipe", help="YAML recipe, e.g. recipes/mralign.yaml")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="torchtune-style overrides")
     p.add_argument("--print-command", action="store_true", help="print the launch command instead of running it")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="openrlhf (this module) or trl (mralign_plugin.adapters.trl.train); default: the recipe's "
+                        "top-level backend key, else openrlhf")
     p.set_defaults(func=run_recipe)
 
 
@@ -171,22 +177,58 @@ def launch_command(argv: list[str], gpus: bool) -> list[str]:
     return [sys.executable, "-m", TRAINER_MODULE, *argv]
 
 
+def trl_argv(config: dict) -> list[str]:
+    """A TRL recipe (sections model / data / trl of the TRL script's flat flags) → its argv, validated."""
+    from mralign_plugin.adapters.trl.train import make_parser as trl_parser
+    from mralign_plugin.recipe import RecipeError, parser_flags, to_openrlhf_argv, validate_keys
+
+    flat = {}
+    for section, values in config.items():
+        if section not in TRL_SECTIONS or not isinstance(values, dict):
+            raise RecipeError(f"a TRL recipe has the sections {', '.join(TRL_SECTIONS)}; got {section!r}")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise RecipeError(f"{section}.{key}: TRL's flags are flat, not a section")
+            flat[key] = value
+    try:
+        parser = trl_parser()
+    except ImportError as e:
+        raise RecipeError(f'backend trl needs TRL ({e.name} is missing): pip install "mralign_plugin[trl]"') from None
+    valid, switches = parser_flags(parser)
+    validate_keys(flat, valid, switches)
+    argv = to_openrlhf_argv(flat, switches)
+    parser.parse_args(argv)  # type errors stop here; the configs are built (hardware checks) where it runs
+    return argv
+
+
 def run_recipe(args: argparse.Namespace) -> int:
     import torch
 
     from mralign_plugin.recipe import RecipeError, load_recipe, parser_flags, to_openrlhf_argv, validate_keys
 
-    parser = make_parser()
-    valid, switches = parser_flags(parser)
     try:
         config = load_recipe(args.recipe, args.overrides)
-        validate_keys(config, valid, switches)
+        backend = args.backend or config.get("backend", "openrlhf")
+        config.pop("backend", None)
+        if backend not in BACKENDS:
+            raise RecipeError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "trl":
+            argv = trl_argv(config)
+        else:
+            parser = make_parser()
+            valid, switches = parser_flags(parser)
+            validate_keys(config, valid, switches)
     except RecipeError as e:
         print(f"mralign train: {e}", file=sys.stderr)
         return 2
-    argv = to_openrlhf_argv(config, switches)
-    parser.parse_args(argv)  # type errors (e.g. kto.beta=abc) stop here, before anything launches
-    command = launch_command(argv, gpus=torch.cuda.is_available())
+    if backend == "trl":
+        gpus = torch.cuda.device_count()
+        command = ([sys.executable, "-m", TRL_MODULE, *argv] if not gpus else
+                   ["accelerate", "launch", "--num_processes", str(gpus), "-m", TRL_MODULE, *argv])
+    else:
+        argv = to_openrlhf_argv(config, switches)
+        parser.parse_args(argv)  # type errors (e.g. kto.beta=abc) stop here, before anything launches
+        command = launch_command(argv, gpus=torch.cuda.is_available())
     if args.print_command:
         print(shlex.join(command))
         return 0

@@ -238,6 +238,26 @@ class TransitionScores:
         return total / n, n
 
 
+    def step_values(self, step_states: Sequence[Sequence[str]], terminated: bool = True) -> tuple[list[float], float]:
+        """The terms of :meth:`score`, per step: what the dense reward places on each segment.
+
+        Returns:
+            ``(values, stop)``: values[t] is the clipped log-ratio of the transition into step t (0.0 for a
+            step with no states, which the chain skips), stop that of y_T → ``<stop>`` (0.0 when the thinking
+            is unterminated or no step has states). s_trans = (Σ values + stop) / n_transitions (:meth:`score`).
+        """
+        prev, values = self.start, []
+        for states in step_states:
+            if not states:
+                values.append(0.0)
+                continue
+            cur = tuple(states)
+            values.append(self.step(prev, cur))
+            prev = cur
+        stop = self.step(prev, self.stop) if terminated and prev is not self.start else 0.0
+        return values, stop
+
+
 # ---- outcome, hit gap, format ----------------------------------------------------------------------------
 
 class RewardParts(NamedTuple):
@@ -288,6 +308,48 @@ def reward_parts(
         hit_gap=hit_gap,
         n_segments=n_segments,
     )
+
+
+def dense_terms(
+    parsed: ParsedResponse,
+    response_len: int,
+    steps_paragraphs: Sequence[Sequence[int]],
+    values: Sequence[float],
+    stop: float,
+    parts: RewardParts,
+    config: RewardConfig,
+    n_transitions: int,
+) -> list[tuple[int, float]]:
+    """The reward of one rollout as (character index, value) pairs that sum to ``parts.reward`` (dense reward).
+
+    Segment t's share of the process term, γ·values[t] / n_transitions, sits on the last character of its last
+    paragraph; the rest (α·outcome − δ·hit_gap − ε·format and γ·stop / n_transitions) on the last character
+    of the response. Interpretation (the paper defines no online reward): the transition *into* a segment is
+    credited to that segment, the closing transition to the answer.
+
+    Args:
+        parsed: the parsed response.
+        response_len: its length in characters.
+        steps_paragraphs: each step's paragraph indices (into ``parsed.paragraphs``).
+        values, stop: from :meth:`TransitionScores.step_values`.
+        parts: the scalar reward of the same rollout (``reward_parts`` with s_trans).
+        config: the coefficients (γ).
+        n_transitions: the chain's transition count (from :meth:`TransitionScores.score`); 0 = no chain.
+
+    Returns:
+        The segments' pairs in step order, then the final one, at ``max(response_len − 1, 0)``.
+    """
+    end = max(response_len - 1, 0)
+    pairs, process = [], 0.0
+    if n_transitions:
+        scale = config.gamma / n_transitions
+        for paragraphs, value in zip(steps_paragraphs, values, strict=True):
+            if value and paragraphs:
+                share = scale * value
+                pairs.append((parsed.paragraphs[max(paragraphs)][1] - 1, share))  # the segment's last character
+                process += share
+    pairs.append((end, parts.reward - process))  # the outcome terms and the closing transition
+    return pairs
 
 
 # ---- inputs as OpenRLHF passes them -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from mralign_plugin.core.reward import (
     RewardConfig,
     RewardParts,
     TransitionScores,
+    dense_terms,
     parse_label,
     reward_parts,
     split_query,
@@ -93,7 +94,30 @@ class RewardScorer:
                     parts[i] = self.error_parts(e)
         return parts
 
-    def _prepare(self, query: object, prompt: object, label: object) -> _Sample:
+    def score_dense(self, responses: Sequence, labels: Sequence | None) -> list[tuple[RewardParts, list[tuple[int, float]]]]:
+        """Per response (prompt removed): its scalar parts and the dense (character index, value) pairs that sum
+        to the same reward (core/reward.py ``dense_terms``). A failing response gets zeros and ``[(0, 0.0)]``."""
+        if self.implicit is not None:
+            raise ValueError("the dense reward needs mode: transition (implicit mode scores whole sequences)")
+        n = len(responses)
+        labels = labels if labels is not None and len(labels) == n else [None] * n
+        out = []
+        for response, label in zip(responses, labels, strict=True):
+            try:
+                sample = self._prepare(response, "", label, need_paragraphs=True)
+                terminated = not sample.parsed.unterminated
+                s_trans, n_transitions = self.transition_scores.score(sample.states, terminated)
+                values, stop = self.transition_scores.step_values(sample.states, terminated)
+                parts = self._finish(sample, s_trans)
+                paragraphs = ([step["paragraphs"] for step in sample.steps] if sample.steps is not None
+                              else [[j] for j in range(len(sample.states))])
+                out.append((parts, dense_terms(sample.parsed, len(sample.response), paragraphs, values, stop, parts,
+                                               self.config, n_transitions)))
+            except Exception as e:
+                out.append((self.error_parts(e), [(0, 0.0)]))
+        return out
+
+    def _prepare(self, query: object, prompt: object, label: object, need_paragraphs: bool = False) -> _Sample:
         if not isinstance(query, str):
             raise TypeError(f"query: expected a string, got {type(query).__name__}")
         prompt_text, response = split_query(query, prompt if isinstance(prompt, str) else "")
@@ -109,7 +133,7 @@ class RewardScorer:
             for step_states in states:  # names and sizes; raises ValueError for this sample only
                 if step_states:
                     self.transition_scores.state_set(step_states)
-            if self.implicit is not None:
+            if self.implicit is not None or need_paragraphs:
                 n = len(parsed.paragraphs)
                 for step in steps:
                     paragraphs = step.get("paragraphs")

@@ -49,8 +49,9 @@ def build_trainer(args):
     from openrlhf.models import Actor
     from openrlhf.utils import get_strategy, get_tokenizer
 
-    from mralign_plugin.adapters.openrlhf.data import KTODataset, check_micro_batch, class_balance_message, read_rows
+    from mralign_plugin.adapters.openrlhf.data import KTODataset, check_micro_batch, class_balance_message
     from mralign_plugin.adapters.openrlhf.kto_trainer import KTOTrainer
+    from mralign_plugin.core.kto_rows import read_rows
 
     check_micro_batch(args.kto.kl_mode, args.train.micro_batch_size)
     strategy = get_strategy(args)

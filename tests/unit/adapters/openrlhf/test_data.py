@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mralign_plugin.adapters.openrlhf.data import (
-    KTODataset,
-    check_micro_batch,
-    class_balance_message,
-    encode_row,
-    pad_rows,
-)
+from mralign_plugin.adapters.openrlhf.data import KTODataset, check_micro_batch, class_balance_message, pad_rows
 from mralign_plugin.core.formats import FormatError
+from mralign_plugin.core.kto_rows import encode_row
 from mralign_plugin.tiny_model import build_tokenizer
 
 RESPONSE = (
