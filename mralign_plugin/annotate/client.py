@@ -6,6 +6,13 @@ pass are retried with capped exponential backoff and jitter: timeouts, connectio
 chat completion. Other 4xx fail at once. Each call makes at most ``1 + max_retries`` requests, so
 the total number of requests of a run is bounded.
 
+Structured outputs: a call may carry a ``response_format`` (a JSON Schema the server constrains
+decoding to; OpenAI, vLLM, SGLang and llama.cpp's server honour it, ``transformers serve`` refuses
+it). With ``structured="auto"`` the first such call to an endpoint probes it while the others wait;
+if the server refuses the field (a 4xx naming it), the refusal is logged once and every call to that
+endpoint goes out as the plain prompt. ``"on"`` always sends it (a refusal fails the call), ``"off"``
+never does.
+
     async with ChatClient("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", concurrency=64) as client:
         result = await client.chat([{"role": "user", "content": "Hi"}])
 """
@@ -14,16 +21,38 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
 RETRY_STATUS = frozenset({408, 429})
+STRUCTURED_MODES = ("auto", "on", "off")
+# A 4xx whose body names one of these is a refusal of response_format, not of the request as a whole.
+_REFUSAL = re.compile(r"response_format|json_schema|structured output|guided", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
 
 
 class ChatRequestError(RuntimeError):
-    """A call that failed for good (non-retryable status, or retries exhausted)."""
+    """A call that failed for good (non-retryable status, or retries exhausted).
+
+    Attributes:
+        status: the HTTP status of a non-retryable answer, None when retries ran out.
+        body: the start of that answer's body.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def is_structured_refusal(error: ChatRequestError) -> bool:
+    """Whether a failed call was the server refusing ``response_format`` (a 4xx that names it)."""
+    return error.status is not None and 400 <= error.status < 500 and bool(_REFUSAL.search(error.body))
 
 
 @dataclass
@@ -42,6 +71,7 @@ class UsageTotals:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     failures: int = 0  # calls that raised ChatRequestError
+    structured_refusals: int = 0  # requests whose response_format the server refused (then re-sent plain)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
@@ -49,7 +79,7 @@ class UsageTotals:
     def as_dict(self) -> dict:
         return {
             "requests": self.requests, "retries": self.retries, "failures": self.failures,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "structured_refusals": self.structured_refusals, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "by_status": dict(sorted(self.by_status.items())),
         }
 
@@ -83,6 +113,8 @@ class ChatClient:
         max_backoff: cap on any single wait, ``Retry-After`` included.
         temperature: sampling temperature of each request.
         max_tokens: ``max_tokens`` of each request (None: server default).
+        structured: ``auto`` (send ``response_format`` until the endpoint refuses it, then the plain
+            prompt), ``on`` (always; a refusal fails the call) or ``off`` (never).
     """
 
     def __init__(
@@ -97,7 +129,10 @@ class ChatClient:
         max_backoff: float = 60.0,
         temperature: float = 0.0,
         max_tokens: int | None = None,
+        structured: str = "auto",
     ) -> None:
+        if structured not in STRUCTURED_MODES:
+            raise ValueError(f"structured: choose from {STRUCTURED_MODES}, got {structured!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
@@ -108,9 +143,13 @@ class ChatClient:
         self.max_backoff = max_backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.structured = structured
+        # Whether the endpoint honours response_format: None until the first structured call says.
+        self.structured_supported: bool | None = {"auto": None, "on": True, "off": False}[structured]
         self.usage = UsageTotals()
         self._session = None
         self._slots: asyncio.Semaphore | None = None
+        self._probe: asyncio.Lock | None = None
 
     async def __aenter__(self) -> ChatClient:
         try:
@@ -128,6 +167,7 @@ class ChatClient:
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._probe = asyncio.Lock()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -141,13 +181,65 @@ class ChatClient:
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": spreads a burst of retries
 
-    async def chat(self, messages: list[dict]) -> ChatResult:
-        """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise."""
-        import aiohttp
+    @property
+    def structured_state(self) -> str:
+        """``used``, ``refused`` (auto mode fell back to the plain prompt), ``off`` or ``untried``."""
+        if self.structured == "off":
+            return "off"
+        return {None: "untried", True: "used", False: "refused"}[self.structured_supported]
 
+    async def chat(self, messages: list[dict], response_format: dict | None = None) -> ChatResult:
+        """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise.
+
+        Args:
+            messages: the chat messages.
+            response_format: the structured-outputs member to send, subject to ``structured``.
+        """
         body: dict = {"model": self.model, "messages": messages, "temperature": self.temperature}
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
+        try:
+            return await self._chat(body, response_format)
+        except ChatRequestError:
+            self.usage.failures += 1
+            raise
+
+    async def _chat(self, body: dict, response_format: dict | None) -> ChatResult:
+        if response_format is None or self.structured_supported is False:
+            return await self._post(body)
+        structured_body = {**body, "response_format": response_format}
+        if self.structured_supported is None:
+            # auto, not known yet: one call probes the endpoint; the others wait for its verdict.
+            async with self._probe:
+                if self.structured_supported is None:
+                    return await self._probe_call(structured_body, body)
+            if self.structured_supported is False:
+                return await self._post(body)
+        try:
+            return await self._post(structured_body)
+        except ChatRequestError as e:
+            if self.structured == "on" and is_structured_refusal(e):
+                raise ChatRequestError(f"{e} (the endpoint refuses response_format; use --structured auto or off)",
+                                       e.status, e.body) from None
+            raise
+
+    async def _probe_call(self, structured_body: dict, plain_body: dict) -> ChatResult:
+        try:
+            result = await self._post(structured_body)
+        except ChatRequestError as e:
+            if not is_structured_refusal(e):
+                raise  # another failure says nothing about response_format: the next call probes again
+            self.structured_supported = False
+            self.usage.structured_refusals += 1
+            log.warning("%s refuses response_format (HTTP %s: %s); sending the plain prompt from now on",
+                        self.url, e.status, e.body[:200])
+            return await self._post(plain_body)
+        self.structured_supported = True
+        return result
+
+    async def _post(self, body: dict) -> ChatResult:
+        import aiohttp
+
         usage = self.usage
         last_error = ""
         for attempt in range(self.max_retries + 1):
@@ -168,8 +260,8 @@ class ChatClient:
                         retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
                         last_error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                     else:
-                        usage.failures += 1
-                        raise ChatRequestError(f"HTTP {resp.status} from {self.url}: {(await resp.text())[:300]}")
+                        text = (await resp.text())[:300]
+                        raise ChatRequestError(f"HTTP {resp.status} from {self.url}: {text}", resp.status, text)
             except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
                 # ValueError: a 200 body that is not JSON. ClientError covers connection resets.
                 usage.by_status[type(e).__name__] = usage.by_status.get(type(e).__name__, 0) + 1
@@ -178,7 +270,6 @@ class ChatClient:
                 break
             usage.retries += 1
             await asyncio.sleep(self._delay(attempt, retry_after))
-        usage.failures += 1
         raise ChatRequestError(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
 
 
