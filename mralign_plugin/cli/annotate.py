@@ -70,7 +70,8 @@ def _annotate(args: argparse.Namespace) -> int:
         print(f"rejected by stage: {s['rejected_by_stage']} -> {s['rejected_file']}")
     if "usage" in s:
         u = s["usage"]
-        print(f"usage: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries), "
+        print(f"usage: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, "
+              f"{u.get('structured_probes', 0)} structured-outputs probes), "
               f"{u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens")
         if u.get("structured"):
             print(f"structured outputs (response_format): {u['structured']}")

@@ -18,9 +18,10 @@ tag anywhere in the user message (e.g. inside a record's question):
 * ``refuse_schema``: a request carrying ``response_format`` gets HTTP 422 "Unsupported fields in the
   request" naming it, as ``transformers serve`` answers (its ``UNUSED_CHAT_COMPLETION_FIELDS``); a plain
   one is answered;
-* ``honour_schema``: with ``response_format``, the bare JSON object (as a server constraining decoding
-  to the schema gives); without, the same object wrapped in prose ("Here is ...: {...} Hope this helps"),
-  as chat models often answer.
+* ``honour_schema``: with ``response_format``, a bare JSON object that follows the schema (as a server
+  constraining decoding to it gives: the annotation, or for any other prompt the schema's first
+  instance); without, the annotation wrapped in prose ("Here is ...: {...} Hope this helps"), as chat
+  models often answer. Every other mode ignores ``response_format``, as ``transformers serve`` 5.25 does.
 
 ``GET /stats`` returns request counts, including how many prompts were asked more than once and how
 many requests carried ``response_format`` (the last one is kept in ``last_response_format``);
@@ -68,6 +69,20 @@ def fake_annotation(model: str, user_message: str) -> dict:
         })
         i += len(span)
     return {"index_base": 0, "steps": steps, "final_confidence_rating": 8}
+
+
+def schema_instance(schema: dict) -> object:
+    """The simplest value a JSON Schema allows (first enum value, minimum, minItems items, every property)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: schema_instance(v) for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [schema_instance(schema["items"]) for _ in range(schema.get("minItems", 0))]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    return "" if kind == "string" else None
 
 
 class FakeChatServer:
@@ -151,7 +166,9 @@ class FakeChatServer:
             self.by_status[429] += 1
             return web.Response(status=429, text='{"error": "rate limited"}',
                                 headers={"Retry-After": f"{self.retry_after:g}"}, content_type="application/json")
-        if name == "invalid_json" or (name == "repairable" and not is_repair):
+        if name == "honour_schema" and structured and _SOLUTION not in first_user:
+            content = json.dumps(schema_instance(body["response_format"]["json_schema"]["schema"]))
+        elif name == "invalid_json" or (name == "repairable" and not is_repair):
             content = "Sure! Here are the steps: framing, then retrieval."
         else:
             annotation = fake_annotation(model, first_user)

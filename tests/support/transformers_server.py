@@ -1,11 +1,12 @@
 """A real OpenAI-compatible server for tests and benchmarks: ``transformers serve`` on 127.0.0.1.
 
 Needs transformers' ``serving`` extra (``pip install "mralign_plugin[serving]"``). The server runs as
-a subprocess serving one local model folder; :func:`start` returns once ``GET /v1/models`` answers
-200 (the server's own readiness signal) and :func:`stop` ends it. Requests name the model by its
-folder path, which the server loads on first use, so the first request also waits for the load.
+a subprocess preloading one local model folder (``transformers serve MODEL_DIR``: the positional
+``force_model`` of transformers/cli/serve.py, used for every request); :func:`start` returns once
+``GET /health`` answers 200, which the server does only after the model is loaded and uvicorn
+listens, and :func:`stop` ends it. Requests name the model by the same folder path.
 
-    with serve_local_model("/tmp/tiny-llama") as server:
+    with serve_local_model("/tmp/tiny-llama", tmp / "serve.log") as server:
         print(server.base_url)            # http://127.0.0.1:PORT/v1
 """
 
@@ -45,14 +46,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_command(port: int) -> list[str]:
+def serve_command(model_dir: str | Path, port: int) -> list[str]:
     """The ``transformers serve`` command line of the installed transformers (its console script)."""
     script = Path(sys.executable).with_name("transformers")
-    return [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [str(script), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
 
 
-def start(log_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = ()) -> RunningServer:
-    """Start ``transformers serve`` and wait until ``GET /v1/models`` answers 200.
+def start(model_dir: str | Path, log_path: Path, timeout: float = 180.0,
+          extra_args: tuple[str, ...] = ()) -> RunningServer:
+    """Start ``transformers serve MODEL_DIR`` and wait until ``GET /health`` answers 200.
 
     Raises:
         RuntimeError: the server exited, or was not ready within ``timeout`` seconds (with its log).
@@ -60,7 +62,7 @@ def start(log_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log = open(log_path, "wb")
-    process = subprocess.Popen([*serve_command(port), *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env,
+    process = subprocess.Popen([*serve_command(model_dir, port), *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
     log.close()
     server = RunningServer(process, port, log_path)
@@ -69,7 +71,7 @@ def start(log_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = 
         if process.poll() is not None:
             raise RuntimeError(f"transformers serve exited with {process.returncode}:\n{server.log()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{server.base_url}/models", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
                 if resp.status == 200:
                     return server
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -91,8 +93,9 @@ def stop(server: RunningServer) -> None:
 
 
 @contextlib.contextmanager
-def serve_local_model(log_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = ()) -> Iterator[RunningServer]:
-    server = start(log_path, timeout, extra_args)
+def serve_local_model(model_dir: str | Path, log_path: Path, timeout: float = 180.0,
+                      extra_args: tuple[str, ...] = ()) -> Iterator[RunningServer]:
+    server = start(model_dir, log_path, timeout, extra_args)
     try:
         yield server
     finally:
