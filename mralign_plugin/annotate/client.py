@@ -8,7 +8,7 @@ the total number of requests of a run is bounded.
 
 Structured outputs: a call may carry a ``response_format`` (a JSON Schema the server constrains
 decoding to). Servers differ: OpenAI, vLLM, SGLang and llama.cpp's server honour it; ``transformers
-serve`` refused it with HTTP 422 up to 5.x and ignores it with a warning in 5.25. With
+serve`` refused it with HTTP 422 in older releases and ignores it with a warning in 5.15 and 5.25. With
 ``structured="auto"`` the first such call to an endpoint probes it once (one short request whose
 schema contradicts its prompt: only a server that constrains decoding answers ``{"ok": "yes"}``) while
 the other calls wait; an endpoint that refuses (a 4xx naming the field) or ignores it gets the plain

@@ -3,7 +3,7 @@
 The default tier serves the tiny random Llama (mralign_plugin/tiny_model.py): its replies are never
 valid annotations, so every record is rejected, which is what a real but weak endpoint does and what
 the driver must survive without loss. The slow tier serves SmolLM2-135M-Instruct. Checked here, through
-the real HTTP API: in = annotated + rejected; the structured-outputs probe (transformers serve 5.25
+the real HTTP API: in = annotated + rejected; the structured-outputs probe (transformers serve 5.15
 ignores response_format, so the driver sends the plain prompt); a SIGKILL mid-run and a resume with
 nothing lost and nothing twice; the usage counts. The fake server (tests/support/fake_chat_server.py)
 stays for what a real one cannot do on demand (429, 500, timeouts, broken JSON).
