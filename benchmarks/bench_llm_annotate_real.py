@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", help="transformers serve --dtype (default: float32)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the server (its own process group) is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from mralign_plugin.smollm2 import smollm2_path
 
