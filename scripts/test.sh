@@ -5,7 +5,7 @@
 #   bash scripts/test.sh -m slow         # extra pytest arguments are passed through
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh annotate serve ray demo openrlhf trl verl
+bash scripts/setup_env.sh annotate serve serving ray demo openrlhf trl verl
 VENV="${MRALIGN_VENV:-.venv}"
 # Tests never touch the network.
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from mralign_plugin.annotate.aggregate import aggregate
 from mralign_plugin.annotate.client import ChatClient, api_key_from_env
-from mralign_plugin.annotate.prompts import AnnotationError, build_messages, parse_annotation, repair_messages
+from mralign_plugin.annotate.prompts import (
+    AnnotationError,
+    build_messages,
+    parse_annotation,
+    repair_messages,
+    response_format,
+)
 from mralign_plugin.annotate.rules import check_taxonomy, tag_paragraphs
 from mralign_plugin.core.taxonomy import Taxonomy
 
@@ -43,15 +49,18 @@ def rules_steps(paragraphs: list[str], taxonomy: Taxonomy) -> tuple[list[dict], 
 
 async def ask(client: ChatClient, question: str, gold: object, paragraphs: list[str],
               taxonomy: Taxonomy) -> tuple[list[dict], dict]:
-    """One annotator: the App. F prompt, strict parse, and one repair turn with the validation error."""
+    """One annotator: the App. F prompt (with the answer's JSON Schema as ``response_format`` where the
+    endpoint honours it), tolerant extraction and strict validation, and one repair turn with the error."""
     messages = build_messages(question, gold, paragraphs, taxonomy)
-    result = await client.chat(messages)
-    info = {"model": client.model, "repaired": False, "prompt_tokens": result.prompt_tokens,
+    schema = response_format(len(paragraphs), taxonomy)
+    result = await client.chat(messages, schema)
+    info = {"model": client.model, "structured": client.structured_state, "repaired": False,
+            "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens}
     try:
         steps, final = parse_annotation(result.text, len(paragraphs), taxonomy)
     except AnnotationError as first:
-        repair = await client.chat(repair_messages(messages, result.text, str(first)))
+        repair = await client.chat(repair_messages(messages, result.text, str(first)), schema)
         info["repaired"] = True
         info["prompt_tokens"] += repair.prompt_tokens
         info["completion_tokens"] += repair.completion_tokens

@@ -6,24 +6,59 @@ pass are retried with capped exponential backoff and jitter: timeouts, connectio
 chat completion. Other 4xx fail at once. Each call makes at most ``1 + max_retries`` requests, so
 the total number of requests of a run is bounded.
 
-    async with ChatClient("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", concurrency=64) as client:
-        result = await client.chat([{"role": "user", "content": "Hi"}])
+Structured outputs: a call may carry a ``response_format`` (a JSON Schema the server constrains
+decoding to). Servers differ: OpenAI, vLLM, SGLang and llama.cpp's server honour it; ``transformers
+serve`` refused it with HTTP 422 in older releases and ignores it with a warning in 5.15 and 5.25. With
+``structured="auto"`` the first such call to an endpoint probes it once (one short request whose
+schema contradicts its prompt: only a server that constrains decoding answers ``{"ok": "yes"}``) while
+the other calls wait; an endpoint that refuses (a 4xx naming the field) or ignores it gets the plain
+prompt from then on, logged once. ``"on"`` always sends it (a refusal fails the call), ``"off"`` never.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
+import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
 RETRY_STATUS = frozenset({408, 429})
+STRUCTURED_MODES = ("auto", "on", "off")
+# The probe: a prompt that asks for prose and a schema that allows only one object. A server that
+# constrains decoding answers the object; one that ignores response_format answers the prose.
+PROBE_MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+PROBE_FORMAT = {"type": "json_schema", "json_schema": {"name": "probe", "strict": True, "schema": {
+    "type": "object", "properties": {"ok": {"type": "string", "enum": ["yes"]}},
+    "required": ["ok"], "additionalProperties": False}}}
+PROBE_MAX_TOKENS = 16
+# A 4xx whose body names one of these is a refusal of response_format, not of the request as a whole.
+_REFUSAL = re.compile(r"response_format|json_schema|structured output|guided", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
 
 
 class ChatRequestError(RuntimeError):
-    """A call that failed for good (non-retryable status, or retries exhausted)."""
+    """A call that failed for good (non-retryable status, or retries exhausted).
+
+    Attributes:
+        status: the HTTP status of a non-retryable answer, None when retries ran out.
+        body: the start of that answer's body.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def is_structured_refusal(error: ChatRequestError) -> bool:
+    """Whether a failed call was the server refusing ``response_format`` (a 4xx that names it)."""
+    return error.status is not None and 400 <= error.status < 500 and bool(_REFUSAL.search(error.body))
 
 
 @dataclass
@@ -42,6 +77,7 @@ class UsageTotals:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     failures: int = 0  # calls that raised ChatRequestError
+    structured_probes: int = 0  # probe requests (auto mode: one per endpoint, or more while it fails)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
@@ -49,7 +85,7 @@ class UsageTotals:
     def as_dict(self) -> dict:
         return {
             "requests": self.requests, "retries": self.retries, "failures": self.failures,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "structured_probes": self.structured_probes, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "by_status": dict(sorted(self.by_status.items())),
         }
 
@@ -83,6 +119,8 @@ class ChatClient:
         max_backoff: cap on any single wait, ``Retry-After`` included.
         temperature: sampling temperature of each request.
         max_tokens: ``max_tokens`` of each request (None: server default).
+        structured: ``auto`` (probe the endpoint once; send ``response_format`` only if it honours it),
+            ``on`` (always; a refusal fails the call) or ``off`` (never).
     """
 
     def __init__(
@@ -97,7 +135,10 @@ class ChatClient:
         max_backoff: float = 60.0,
         temperature: float = 0.0,
         max_tokens: int | None = None,
+        structured: str = "auto",
     ) -> None:
+        if structured not in STRUCTURED_MODES:
+            raise ValueError(f"structured: choose from {STRUCTURED_MODES}, got {structured!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
@@ -108,9 +149,13 @@ class ChatClient:
         self.max_backoff = max_backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.structured = structured
+        # What the endpoint does with response_format: None until the probe (auto) says used / refused / ignored.
+        self.structured_verdict: str | None = {"auto": None, "on": "on", "off": "off"}[structured]
         self.usage = UsageTotals()
         self._session = None
         self._slots: asyncio.Semaphore | None = None
+        self._probe: asyncio.Lock | None = None
 
     async def __aenter__(self) -> ChatClient:
         try:
@@ -128,6 +173,7 @@ class ChatClient:
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._probe = asyncio.Lock()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -141,13 +187,81 @@ class ChatClient:
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": spreads a burst of retries
 
-    async def chat(self, messages: list[dict]) -> ChatResult:
-        """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise."""
-        import aiohttp
+    @property
+    def structured_state(self) -> str:
+        """``used``, ``refused`` or ``ignored`` (auto, after the probe), ``untried``, ``on`` or ``off``."""
+        return self.structured_verdict or "untried"
 
+    async def chat(self, messages: list[dict], response_format: dict | None = None) -> ChatResult:
+        """One chat completion; retries transient failures, raises :class:`ChatRequestError` otherwise.
+
+        Args:
+            messages: the chat messages.
+            response_format: the structured-outputs member to send, subject to ``structured``.
+        """
         body: dict = {"model": self.model, "messages": messages, "temperature": self.temperature}
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
+        try:
+            return await self._chat(body, response_format)
+        except ChatRequestError:
+            self.usage.failures += 1
+            raise
+
+    async def _chat(self, body: dict, response_format: dict | None) -> ChatResult:
+        if response_format is None or self.structured == "off":
+            return await self._post(body)
+        if self.structured_verdict is None:
+            async with self._probe:  # one call probes the endpoint; the others wait for its verdict
+                if self.structured_verdict is None:
+                    await self._probe_endpoint()
+        if self.structured_verdict not in ("used", "on"):
+            return await self._post(body)
+        try:
+            return await self._post({**body, "response_format": response_format})
+        except ChatRequestError as e:
+            if not is_structured_refusal(e):
+                raise
+            if self.structured == "on":
+                raise ChatRequestError(f"{e} (the endpoint refuses response_format; use --structured auto or off)",
+                                       e.status, e.body) from None
+            # Honoured the probe's schema but not this one (e.g. beyond its grammar converter): plain from now on.
+            self._set_verdict("refused", f"HTTP {e.status}: {e.body[:200]}")
+            return await self._post(body)
+
+    async def _probe_endpoint(self) -> None:
+        """Set :attr:`structured_verdict` from one short request (raises if the endpoint fails otherwise)."""
+        body: dict = {"model": self.model, "messages": PROBE_MESSAGES, "temperature": 0.0,
+                      "response_format": PROBE_FORMAT}
+        if self.max_tokens is not None:
+            body["max_tokens"] = min(PROBE_MAX_TOKENS, self.max_tokens)
+        self.usage.structured_probes += 1
+        try:
+            result = await self._post(body)
+        except ChatRequestError as e:
+            if not is_structured_refusal(e):
+                raise  # says nothing about response_format: the next call probes again
+            self._set_verdict("refused", f"HTTP {e.status}: {e.body[:200]}")
+            return
+        try:
+            honoured = json.loads(result.text) == {"ok": "yes"}
+        except json.JSONDecodeError:
+            honoured = False
+        if honoured:
+            self._set_verdict("used", "")
+        else:
+            self._set_verdict("ignored", f"the probe's reply does not follow its schema: {result.text[:80]!r}")
+
+    def _set_verdict(self, verdict: str, why: str) -> None:
+        self.structured_verdict = verdict
+        if verdict == "used":
+            log.info("%s honours response_format: structured outputs on", self.url)
+        else:
+            log.warning("%s %s response_format (%s); sending the plain prompt from now on", self.url, verdict, why)
+
+    async def _post(self, body: dict) -> ChatResult:
+        import aiohttp
+
         usage = self.usage
         last_error = ""
         for attempt in range(self.max_retries + 1):
@@ -168,8 +282,8 @@ class ChatClient:
                         retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
                         last_error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                     else:
-                        usage.failures += 1
-                        raise ChatRequestError(f"HTTP {resp.status} from {self.url}: {(await resp.text())[:300]}")
+                        text = (await resp.text())[:300]
+                        raise ChatRequestError(f"HTTP {resp.status} from {self.url}: {text}", resp.status, text)
             except (asyncio.TimeoutError, aiohttp.ClientError, ValueError) as e:
                 # ValueError: a 200 body that is not JSON. ClientError covers connection resets.
                 usage.by_status[type(e).__name__] = usage.by_status.get(type(e).__name__, 0) + 1
@@ -178,7 +292,6 @@ class ChatClient:
                 break
             usage.retries += 1
             await asyncio.sleep(self._delay(attempt, retry_after))
-        usage.failures += 1
         raise ChatRequestError(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
 
 

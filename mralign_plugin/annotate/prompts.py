@@ -5,8 +5,11 @@ Solution paragraphs (indexed from 0), allows only the controlled vocabulary, 0-2
 steps that merge adjacent paragraphs, a 0-10 confidence per label and for the whole trace, and asks
 for JSON only. The wording below is ours (the paper's text is paraphrased, not copied).
 
-:func:`parse_annotation` is strict: anything off-schema raises :class:`AnnotationError` with a
-message precise enough to send back to the model in the one repair turn (:func:`repair_messages`).
+:func:`parse_annotation` is tolerant about where the JSON is and strict about what it says: it takes
+the first complete JSON object of the reply (inside a code fence, or before trailing text), and
+anything off-schema in it raises :class:`AnnotationError` with a message precise enough to send
+back to the model in the one repair turn (:func:`repair_messages`). :func:`annotation_schema` is the
+same schema as a JSON Schema, for servers that constrain decoding to it (``response_format``).
 """
 
 from __future__ import annotations
@@ -99,15 +102,90 @@ def repair_messages(messages: list[dict], answer: str, error: str) -> list[dict]
     ]
 
 
-def _strip_fence(text: str) -> str:
-    """The JSON inside a single Markdown code fence, if the whole answer is one; else ``text``."""
-    text = text.strip()
-    if text.startswith("```") and text.endswith("```") and len(text) > 6:
-        body = text[3:-3]
-        newline = body.find("\n")
-        if newline >= 0 and body[:newline].strip().lower() in ("", "json"):
-            return body[newline + 1 :].strip()
-    return text
+def annotation_schema(n_paragraphs: int, taxonomy: Taxonomy = PAPER_TAXONOMY) -> dict:
+    """The answer format of :data:`_TASK` as a JSON Schema, for ``response_format`` (structured outputs).
+
+    What a schema can say: the keys, segment indices in ``[0, n_paragraphs)``, 0-2 labels from the
+    taxonomy's enum, confidences in [0, 10], at most ``n_paragraphs`` steps. What it cannot (ascending
+    indices, each segment once, one confidence per chosen label) :func:`parse_annotation` still checks.
+    Only keywords that OpenAI's strict mode, vLLM / SGLang (xgrammar) and llama.cpp's grammar
+    conversion all accept are used; every property is required and no other is allowed (strict mode).
+
+    Example:
+        >>> s = annotation_schema(3)
+        >>> s["properties"]["steps"]["items"]["properties"]["thinking_step"]["items"]
+        {'type': 'integer', 'minimum': 0, 'maximum': 2}
+    """
+    if n_paragraphs < 1:
+        raise ValueError(f"annotation_schema: n_paragraphs must be >= 1, got {n_paragraphs}")
+    label = {"type": "string", "enum": list(taxonomy.names)}
+    confidence = {"type": "number", "minimum": 0, "maximum": 10}
+    rating = _closed_object({"strategy": label, "confidence_rating": confidence})
+    step = _closed_object({
+        "step_number": {"type": "integer", "minimum": 1},
+        "thinking_step": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": n_paragraphs - 1},
+                          "minItems": 1, "maxItems": n_paragraphs},
+        "meta_reasoning_strategies": {"type": "array", "items": label, "minItems": 0, "maxItems": MAX_STATES_PER_STEP},
+        "strategy_confidence_rating": {"type": "array", "items": rating, "minItems": 0, "maxItems": MAX_STATES_PER_STEP},
+    })
+    return _closed_object({
+        "index_base": {"type": "integer", "enum": [0]},
+        "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": n_paragraphs},
+        "final_confidence_rating": confidence,
+    })
+
+
+def _closed_object(properties: dict) -> dict:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def response_format(n_paragraphs: int, taxonomy: Taxonomy = PAPER_TAXONOMY) -> dict:
+    """The chat-completions ``response_format`` member asking for :func:`annotation_schema` (strict)."""
+    return {"type": "json_schema", "json_schema": {"name": "meta_reasoning_annotation", "strict": True,
+                                                   "schema": annotation_schema(n_paragraphs, taxonomy)}}
+
+
+_DECODER = json.JSONDecoder()
+_MAX_STARTS = 32  # "{" positions tried in a reply before giving up (bounds the work on long prose)
+
+
+def first_json_value(text: str) -> object:
+    """The JSON value of an annotator reply: the whole reply, else the first complete object in it.
+
+    A reply that is one JSON value (optionally inside one code fence) is decoded as is. Otherwise
+    the first ``{`` from which a complete object decodes wins: after an opening code fence if there
+    is one, else anywhere, ignoring the text before it and after it ("Here is the JSON: {...} Hope
+    this helps"). Only when no object decodes is the reply invalid.
+
+    Raises:
+        json.JSONDecodeError: the error of decoding the reply as a whole (the message for the repair turn).
+
+    Example:
+        >>> first_json_value('Sure!\\n```json\\n{"steps": []}\\n```\\nAnything else?')
+        {'steps': []}
+    """
+    stripped = text.strip()
+    fence = stripped.find("```")
+    body = stripped
+    if fence >= 0:
+        newline = stripped.find("\n", fence)
+        body = stripped[newline + 1 :] if newline >= 0 else stripped[fence + 3 :]
+        close = body.rfind("```")
+        body = (body[:close] if close >= 0 else body).strip()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as whole:
+        # The fenced block first; then the whole reply, in case the object stood outside the fence.
+        for candidate in (body, stripped) if body is not stripped else (body,):
+            start = candidate.find("{")
+            for _ in range(_MAX_STARTS):
+                if start < 0:
+                    break
+                try:
+                    return _DECODER.raw_decode(candidate, start)[0]
+                except json.JSONDecodeError:
+                    start = candidate.find("{", start + 1)
+        raise whole from None
 
 
 def _confidence(value: object, where: str) -> float:
@@ -122,7 +200,7 @@ def parse_annotation(
 ) -> tuple[list[dict], float | None]:
     """Validate an annotator answer and convert it to annotated-trajectory steps.
 
-    Checks: one JSON object (optionally inside one code fence); ``index_base`` 0 if given;
+    Checks: a JSON object (the first complete one, :func:`first_json_value`); ``index_base`` 0 if given;
     ``steps`` a list; each step's ``thinking_step`` non-empty, integer, ascending, in range, and
     after the previous step's (so every paragraph is covered at most once); 0-2 distinct labels,
     all in the taxonomy, each with one 0-10 confidence; ``final_confidence_rating`` 0-10 if given.
@@ -144,7 +222,7 @@ def parse_annotation(
         ([{'paragraphs': [0, 1], 'states': ['framing'], 'confidence': [9.0]}], None)
     """
     try:
-        data = json.loads(_strip_fence(text))
+        data = first_json_value(text)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(data, dict):

@@ -53,7 +53,8 @@ def _annotate(args: argparse.Namespace) -> int:
     opts = AnnotateOptions(
         annotator=args.annotator, endpoints=_endpoints(args), concurrency=args.concurrency, timeout=args.timeout,
         max_retries=args.max_retries, backoff=args.backoff, max_backoff=args.max_backoff,
-        temperature=args.temperature, max_tokens=args.max_tokens, escalate_when=args.escalate_when,
+        temperature=args.temperature, max_tokens=args.max_tokens, structured=args.structured,
+        escalate_when=args.escalate_when,
         limit=args.limit, retry_rejected=args.retry_rejected, progress=not args.no_progress,
         taxonomy=_taxonomy(args.taxonomy), ray=args.ray, ray_address=args.ray_address,
         ray_workers=args.ray_workers, ray_batch_size=args.ray_batch_size,
@@ -69,8 +70,11 @@ def _annotate(args: argparse.Namespace) -> int:
         print(f"rejected by stage: {s['rejected_by_stage']} -> {s['rejected_file']}")
     if "usage" in s:
         u = s["usage"]
-        print(f"usage: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries), "
+        print(f"usage: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, "
+              f"{u.get('structured_probes', 0)} structured-outputs probes), "
               f"{u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens")
+        if u.get("structured"):
+            print(f"structured outputs (response_format): {u['structured']}")
     if "ensemble_rules" in s:
         print(f"ensemble steps by rule: {s['ensemble_rules']}")
     if s["interrupted"]:
@@ -246,6 +250,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-backoff", type=float, default=60.0, help="cap on one wait, Retry-After included (default: 60)")
     g.add_argument("--temperature", type=float, default=0.0, help="annotator sampling temperature (default: 0)")
     g.add_argument("--max-tokens", type=int, help="max completion tokens per request (default: server's)")
+    g.add_argument("--structured", choices=["auto", "on", "off"], default="auto",
+                   help="send the answer's JSON Schema as response_format (structured outputs): auto = until an "
+                   "endpoint refuses it, then the plain prompt for that endpoint (logged); on = always (a refusal "
+                   "rejects the record); off = never (default: auto)")
     g.add_argument("--escalate-when", choices=["lt2", "empty"], default="lt2",
                    help="ensemble: ask the adjudicator when consolidation leaves <2 labels (lt2, the paper's "
                    "literal rule) or none (empty)")

@@ -59,6 +59,7 @@ class AnnotateOptions:
     max_backoff: float = 60.0
     temperature: float = 0.0
     max_tokens: int | None = None
+    structured: str = "auto"  # response_format with the answer's JSON Schema: auto | on | off
     escalate_when: str = "lt2"
     limit: int | None = None
     retry_rejected: bool = False
@@ -160,7 +161,7 @@ def _make_clients(opts: AnnotateOptions) -> list[ChatClient]:
         raise ValueError(f"--annotator {opts.annotator} needs {want} endpoint(s), got {len(opts.endpoints)}")
     return make_clients(opts.endpoints, concurrency=opts.concurrency, timeout=opts.timeout,
                         max_retries=opts.max_retries, backoff=opts.backoff, max_backoff=opts.max_backoff,
-                        temperature=opts.temperature, max_tokens=opts.max_tokens)
+                        temperature=opts.temperature, max_tokens=opts.max_tokens, structured=opts.structured)
 
 
 async def annotate_job_async(job: Job, clients: list[ChatClient], opts: AnnotateOptions) -> tuple[str, str | dict, dict | None]:
@@ -281,7 +282,7 @@ async def _drive_async(jobs: Iterator[Job], opts: AnnotateOptions, sink: _Sink, 
         for k, v in c.usage.as_dict().items():
             if k != "by_status":
                 usage[k] += v
-    return dict(usage)
+    return {**usage, "structured": {f"{c.model} @ {c.url}": c.structured_state for c in clients}}
 
 
 def _request_stop(stop: dict, sig: int) -> None:

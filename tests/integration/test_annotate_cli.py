@@ -64,7 +64,7 @@ def test_label_then_annotate_then_validate(tmp_path, capsys):
         assert main(["annotate", str(traj), "-o", str(ens_out), "--annotator", "ensemble", "--model", "a,b,c",
                      "--base-url", srv.base_url, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "usage: 6 requests" in out and "ensemble steps by rule" in out
+    assert "usage: 7 requests (0 retries, 1 structured-outputs probes)" in out and "ensemble steps by rule" in out
     assert main(["validate", str(llm_out)]) == 0
     assert main(["validate", str(ens_out)]) == 0
 

@@ -14,9 +14,17 @@ tag anywhere in the user message (e.g. inside a record's question):
 * ``429``: HTTP 429 with ``Retry-After`` for the first request of a prompt, then ok;
 * ``hang_once:SECONDS``: the first request of a prompt sleeps SECONDS (for client timeouts);
 * ``invalid_json``: content that is not JSON; ``bad_labels``: labels outside the taxonomy;
-* ``repairable``: invalid content first, a valid answer to the repair turn.
+* ``repairable``: invalid content first, a valid answer to the repair turn;
+* ``refuse_schema``: a request carrying ``response_format`` gets HTTP 422 "Unsupported fields in the
+  request" naming it, as ``transformers serve`` answers (its ``UNUSED_CHAT_COMPLETION_FIELDS``); a plain
+  one is answered;
+* ``honour_schema``: with ``response_format``, a bare JSON object that follows the schema (as a server
+  constraining decoding to it gives: the annotation, or for any other prompt the schema's first
+  instance); without, the annotation wrapped in prose ("Here is ...: {...} Hope this helps"), as chat
+  models often answer. Every other mode ignores ``response_format``, as ``transformers serve`` 5.25 does.
 
-``GET /stats`` returns request counts, including how many prompts were asked more than once;
+``GET /stats`` returns request counts, including how many prompts were asked more than once and how
+many requests carried ``response_format`` (the last one is kept in ``last_response_format``);
 ``POST /reset`` zeroes them.
 
     python tests/support/fake_chat_server.py --port 8123   # then --base-url http://127.0.0.1:8123/v1
@@ -63,6 +71,20 @@ def fake_annotation(model: str, user_message: str) -> dict:
     return {"index_base": 0, "steps": steps, "final_confidence_rating": 8}
 
 
+def schema_instance(schema: dict) -> object:
+    """The simplest value a JSON Schema allows (first enum value, minimum, minItems items, every property)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: schema_instance(v) for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [schema_instance(schema["items"]) for _ in range(schema.get("minItems", 0))]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    return "" if kind == "string" else None
+
+
 class FakeChatServer:
     """The server; ``start()`` runs it on 127.0.0.1 in a background thread, ``stop()`` ends it.
 
@@ -79,6 +101,8 @@ class FakeChatServer:
         self.requests = 0
         self.by_prompt: Counter = Counter()  # (turns, first user message) digest -> requests
         self.by_status: Counter = Counter()
+        self.with_response_format = 0
+        self.last_response_format: dict | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner = None
@@ -94,12 +118,15 @@ class FakeChatServer:
             "prompts": len(self.by_prompt),
             "prompts_asked_more_than_once": sum(1 for n in self.by_prompt.values() if n > 1),
             "by_status": dict(self.by_status),
+            "with_response_format": self.with_response_format,
         }
 
     def reset(self) -> None:
         self.requests = 0
         self.by_prompt.clear()
         self.by_status.clear()
+        self.with_response_format = 0
+        self.last_response_format = None
 
     async def _reply(self, request):
         from aiohttp import web
@@ -117,6 +144,10 @@ class FakeChatServer:
         mode = found.group(1) if found else self.mode
         name, _, arg = mode.partition(":")
         is_repair = len(messages) > 2
+        structured = "response_format" in body
+        if structured:
+            self.with_response_format += 1
+            self.last_response_format = body["response_format"]
 
         if name == "slow":
             await asyncio.sleep(float(arg or 0.5))
@@ -126,13 +157,18 @@ class FakeChatServer:
             return self._status(web, 500, "internal error")
         if name == "400":
             return self._status(web, 400, "bad request: unknown model")
+        if name == "refuse_schema" and structured:
+            self.by_status[422] += 1
+            return web.json_response({"detail": "Unsupported fields in the request: {'response_format'}"}, status=422)
         if name == "flaky" and seen <= int(arg or 1):
             return self._status(web, 503, "overloaded")
         if name == "429" and seen == 1:
             self.by_status[429] += 1
             return web.Response(status=429, text='{"error": "rate limited"}',
                                 headers={"Retry-After": f"{self.retry_after:g}"}, content_type="application/json")
-        if name == "invalid_json" or (name == "repairable" and not is_repair):
+        if name == "honour_schema" and structured and _SOLUTION not in first_user:
+            content = json.dumps(schema_instance(body["response_format"]["json_schema"]["schema"]))
+        elif name == "invalid_json" or (name == "repairable" and not is_repair):
             content = "Sure! Here are the steps: framing, then retrieval."
         else:
             annotation = fake_annotation(model, first_user)
@@ -141,6 +177,8 @@ class FakeChatServer:
                     step["meta_reasoning_strategies"] = ["hypothesis_generation"]
                     step["strategy_confidence_rating"] = [{"strategy": "hypothesis_generation", "confidence_rating": 7}]
             content = json.dumps(annotation)
+            if name == "honour_schema" and not structured:
+                content = f"Here is the annotation of the solution:\n{content}\nHope this helps!"
         self.by_status[200] += 1
         reply = {
             "id": "chatcmpl-fake", "object": "chat.completion", "model": model,

@@ -47,3 +47,26 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert main(["annotate", str(src), "-o", str(out), "--dry-run", "--annotator", "llm", "--model", "m"]) == 0
     assert "Solution (2 segments)" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_structured_flag_through_the_cli(tmp_path, capsys):
+    """--structured auto falls back on a refusing server (probed once, shown); --structured on rejects instead."""
+    src = write_trajectories(tmp_path / "in.jsonl", 4)
+    with FakeChatServer(mode="refuse_schema") as srv:
+        base = ["--annotator", "llm", "--model", "m", "--base-url", srv.base_url, "--no-progress", "--concurrency", "2"]
+        assert main(["annotate", str(src), "-o", str(tmp_path / "auto.jsonl"), *base]) == 0
+        out = capsys.readouterr().out
+        summary = json.loads(out.splitlines()[-1])
+        assert summary["annotated"] == 4 and summary["usage"]["structured_probes"] == 1
+        assert summary["usage"]["requests"] == 5 and list(summary["usage"]["structured"].values()) == ["refused"]
+        assert "structured outputs (response_format): {'m @ " in out
+        assert {json.loads(line)["annotation"]["structured"] for line in open(tmp_path / "auto.jsonl")} == {"refused"}
+        assert main(["annotate", str(src), "-o", str(tmp_path / "on.jsonl"), *base, "--structured", "on"]) == 0
+        summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert summary["rejected"] == 4 and summary["rejected_by_stage"] == {"request_failed": 4}
+    with FakeChatServer(mode="honour_schema") as srv:
+        assert main(["annotate", str(src), "-o", str(tmp_path / "h.jsonl"), "--annotator", "llm", "--model", "m",
+                     "--base-url", srv.base_url, "--no-progress"]) == 0
+        summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert summary["annotated"] == 4 and srv.stats()["with_response_format"] == 5  # the probe + 4 records
+        assert list(summary["usage"]["structured"].values()) == ["used"]

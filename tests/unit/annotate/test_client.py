@@ -155,3 +155,59 @@ def test_authorization_header_and_request_body(server):
     assert seen["body"] == {"model": "my-model", "messages": [{"role": "user", "content": "x"}],
                             "temperature": 0.3, "max_tokens": 50}
     json.dumps(seen)
+
+
+def structured_chats(mode, structured, n=6, concurrency=3, question="q"):
+    """n calls carrying the annotation schema at ``concurrency`` to a server in ``mode``; (results, client, stats)."""
+    from mralign_plugin.annotate.prompts import response_format
+
+    messages = [build_messages(f"{question} {i}", ["x"], ["Para one.", "Para two."]) for i in range(n)]
+
+    async def run(srv):
+        async with ChatClient(srv.base_url, "m", structured=structured, backoff=0.01, concurrency=concurrency) as client:
+            results = await asyncio.gather(*(client.chat(m, response_format(2)) for m in messages), return_exceptions=True)
+            return results, client
+
+    with FakeChatServer(mode=mode) as srv:
+        results, client = asyncio.run(run(srv))
+        return results, client, {**srv.stats(), "last_response_format": srv.last_response_format}
+
+
+@pytest.mark.parametrize(("mode", "verdict", "status"), [("refuse_schema", "refused", {"422": 1, "200": 6}),
+                                                         ("ok", "ignored", {"200": 7})])
+def test_an_endpoint_that_refuses_or_ignores_response_format_is_probed_once_then_sent_plain(mode, verdict, status, caplog):
+    with caplog.at_level("WARNING", logger="mralign_plugin.annotate.client"):
+        results, client, stats = structured_chats(mode, "auto")
+    assert all(parse_annotation(r.text, 2)[0] for r in results)
+    # one probe, then six plain calls; one warning
+    assert client.usage.structured_probes == 1 and client.usage.failures == 0
+    assert client.usage.requests == 7 and client.usage.by_status == status
+    assert stats["with_response_format"] == 1 and client.structured_state == verdict
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and f"{verdict} response_format" in caplog.text
+
+
+def test_an_endpoint_that_honours_response_format_gets_the_schema_every_time():
+    from mralign_plugin.annotate.prompts import response_format
+
+    results, client, stats = structured_chats("honour_schema", "auto")
+    assert all(json.loads(r.text)["index_base"] == 0 for r in results)  # bare JSON: the server kept to the schema
+    assert client.structured_state == "used" and client.usage.requests == 7 and client.usage.structured_probes == 1
+    assert stats["with_response_format"] == 7
+    assert stats["last_response_format"] == response_format(2)
+
+
+def test_structured_on_sends_without_probing_and_fails_a_refused_call_and_off_never_sends_it():
+    results, client, stats = structured_chats("refuse_schema", "on", n=2)
+    assert all(isinstance(r, ChatRequestError) and "use --structured auto or off" in str(r) for r in results)
+    assert client.usage.failures == 2 and client.usage.structured_probes == 0 and client.structured_state == "on"
+    results, client, stats = structured_chats("honour_schema", "off", n=2)
+    assert all(r.text.startswith("Here is the annotation") for r in results)  # plain prompt: prose around the JSON
+    assert stats["with_response_format"] == 0 and client.structured_state == "off"
+
+
+def test_a_failing_probe_fails_the_call_and_the_next_call_probes_again():
+    results, client, _ = structured_chats("400", "auto", n=2, concurrency=1)
+    assert all(isinstance(r, ChatRequestError) and r.status == 400 for r in results)
+    assert client.structured_state == "untried" and client.usage.structured_probes == 2
+    with pytest.raises(ValueError, match="structured"):
+        ChatClient("http://x/v1", "m", structured="maybe")

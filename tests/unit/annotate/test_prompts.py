@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from mralign_plugin.annotate.prompts import AnnotationError, build_messages, parse_annotation, repair_messages
+from mralign_plugin.annotate.prompts import (
+    AnnotationError,
+    annotation_schema,
+    build_messages,
+    first_json_value,
+    parse_annotation,
+    repair_messages,
+    response_format,
+)
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY
 
 
@@ -51,12 +59,93 @@ def test_code_fence_is_accepted():
     assert steps[0]["states"] == ["framing"]
 
 
+GOOD = answer(step([0], ["framing"]), step([1], ["retrieval"]))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD + "\n\nI hope this helps! Let me know.",  # json.loads: "Extra data"
+        "Here is the annotation:\n" + GOOD,  # json.loads: "Expecting value at line 1 column 1"
+        "Sure.\n```json\n" + GOOD + "\n```\nThe steps follow the rules.",
+        "```\n" + GOOD + "\n```",
+        "```json\n" + GOOD,  # an unclosed fence (the reply hit max_tokens after the object)
+        "The {framing} step comes first. " + GOOD + " {not json}",  # a brace in prose before the object
+        GOOD + "\n" + answer(step([0], ["evaluation"])),  # two objects: the first one counts
+    ],
+)
+def test_tolerant_parsing_takes_the_first_complete_object(text):
+    steps, _ = parse_annotation(text, 2)
+    assert [s["states"] for s in steps] == [["framing"], ["retrieval"]]
+
+
+def test_first_json_value_reports_the_whole_reply_error():
+    with pytest.raises(json.JSONDecodeError, match="Expecting value"):
+        first_json_value("no json here at all")
+    assert first_json_value("  [1, 2] ") == [1, 2]  # a whole-reply value is returned as is (then rejected)
+
+
+def test_content_validation_is_unchanged_after_extraction():
+    with pytest.raises(AnnotationError, match="out of range"):
+        parse_annotation("Result: " + answer(step([5], ["framing"])) + " done", 2)
+
+
+def test_schema_bounds_follow_the_record_and_the_taxonomy():
+    schema = annotation_schema(4)
+    steps = schema["properties"]["steps"]
+    item = steps["items"]["properties"]
+    assert steps["maxItems"] == 4 and steps["minItems"] == 1
+    assert item["thinking_step"]["items"] == {"type": "integer", "minimum": 0, "maximum": 3}
+    assert item["meta_reasoning_strategies"]["items"]["enum"] == list(PAPER_TAXONOMY.names)
+    assert item["meta_reasoning_strategies"]["maxItems"] == 2
+    rating = item["strategy_confidence_rating"]["items"]["properties"]
+    assert rating["confidence_rating"] == {"type": "number", "minimum": 0, "maximum": 10}
+    # strict mode: every object closed, every property required
+    for obj in (schema, steps["items"], item["strategy_confidence_rating"]["items"]):
+        assert obj["additionalProperties"] is False and obj["required"] == list(obj["properties"])
+    fmt = response_format(4)
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"] == schema
+    with pytest.raises(ValueError, match="n_paragraphs"):
+        annotation_schema(0)
+
+
+def test_schema_admits_what_the_parser_accepts():
+    """A hand-written validator of the schema's keywords agrees with parse_annotation on valid answers."""
+    def conforms(value, schema):
+        kind = schema["type"]
+        if kind == "object":
+            return (isinstance(value, dict) and set(value) == set(schema["properties"])
+                    and all(conforms(value[k], sub) for k, sub in schema["properties"].items()))
+        if kind == "array":
+            return (isinstance(value, list) and schema["minItems"] <= len(value) <= schema["maxItems"]
+                    and all(conforms(v, schema["items"]) for v in value))
+        if "enum" in schema and value not in schema["enum"]:
+            return False
+        if kind == "string":
+            return isinstance(value, str)
+        ok = isinstance(value, int) if kind == "integer" else isinstance(value, int | float)
+        return ok and schema.get("minimum", value) <= value <= schema.get("maximum", value)
+
+    good = json.loads(answer(step([0], ["framing"], [9]), step([1, 2], ["retrieval", "evaluation"], [8, 6.5]),
+                             final_confidence_rating=7))
+    for k, st in enumerate(good["steps"]):
+        st["step_number"] = k + 1
+    assert parse_annotation(json.dumps(good), 3)[0]
+    assert conforms(good, annotation_schema(3))
+    assert not conforms(good, annotation_schema(2))  # index 2 is out of range for 2 paragraphs
+    bad_label = json.loads(json.dumps(good))
+    bad_label["steps"][0]["meta_reasoning_strategies"] = ["hypothesis_generation"]
+    assert not conforms(bad_label, annotation_schema(3))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("Sure! framing then retrieval.", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
-        (answer(step([0], ["framing"])) + " trailing words", "not valid JSON"),
+        ("Here it is: {\"steps\": [ {\"thinking_step\": [0]", "not valid JSON"),  # truncated: no complete object
+        ("```json\n{\"steps\": [}\n```", "not valid JSON"),
         (json.dumps({"index_base": 1, "steps": []}), "index_base"),
         (json.dumps({"steps": {}}), "'steps' must be a list"),
         (answer(step([], ["framing"])), "non-empty list"),
