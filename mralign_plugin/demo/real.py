@@ -78,8 +78,9 @@ def run_trainer(argv: list[str], out: Path, total_steps: int, desc: str, progres
             except subprocess.TimeoutExpired:
                 code = None
             if bar is not None and log_path.exists():
-                bar.n = min(total_steps, sum(1 for _ in open(log_path)))
-                bar.refresh()
+                done = min(total_steps, sum(1 for _ in open(log_path)))
+                if done != bar.n:
+                    bar.update(done - bar.n)
             if code is not None:
                 break
     if bar is not None:
