@@ -49,7 +49,8 @@ class PlantedConfig:
 
     sizes: tuple[int, ...] = (128, 512)  # KTO rows sampled from the base policy
     sft_traces: int = 2400
-    sft_epochs: int = 4
+    sft_epochs: int = 8
+    sft_lr: float = 5e-3
     hidden: int = 64
     layers: int = 2
     eval_per_question: int = 8  # held-out samples per question (24 held-out questions)
@@ -133,7 +134,7 @@ def run_seed(seed: int, cfg: PlantedConfig, out: Path, progress=None) -> dict:
     train_q, test_q = split_questions(questions, seed)
     init = build_model(out / "init", questions, seed, cfg.hidden, cfg.layers)
     sft_stats = supervised(init, sample_records(questions, cfg.sft_traces, seed), out / "base", seed,
-                           epochs=cfg.sft_epochs)
+                           epochs=cfg.sft_epochs, lr=cfg.sft_lr)
     base = out / "base"
     base_eval = measure(sample(base, test_q, cfg.eval_per_question, seed + 1))
     result = {"seed": seed, "sft": sft_stats, "data": {}, "curves": {}}

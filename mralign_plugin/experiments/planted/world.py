@@ -21,9 +21,11 @@ Everything the experiment knows as ground truth lives here (issue 15, "The world
   ``P_COMPANION`` the paragraph also carries a second, content-neutral *companion* state (a second sentence),
   so the step has two labels and the EM's set handling is exercised. Sentences come from short templates
   with varied wording, built from phrases the rules tagger recognises, plus the content (entity, attribute,
-  the value currently believed). ``retrieval`` sets the belief to the gold, ``backtracking`` to the
-  distractor; the answer is the final belief. So a wrong answer after ``retrieval`` always shows the gold in
-  the thinking: the hit gap.
+  the value currently believed). The states act on the belief: ``retrieval`` recalls the gold, or with
+  probability ``RETRIEVAL_NOISE`` the distractor (memory is imperfect); ``self_verification`` checks and
+  restores the gold; ``backtracking`` replaces the belief with the distractor. The answer is the final
+  belief. So the good cells are good *for the answer* (a check after a recall fixes a wrong recall), and a
+  correct recall followed by backtracking gives a wrong answer with the gold in the thinking: the hit gap.
 * **Text.** Lower-case words separated by single spaces, paragraphs by `` \\n\\n ``: the exact form a word-level
   tokenizer decodes back to, so sampled text and planted text are read by the same code.
 
@@ -68,6 +70,7 @@ _BAD_ROWS = {
 PLANTED = (("retrieval", "self_verification", "good"), ("self_verification", "summarization", "good"),
            ("retrieval", "backtracking", "bad"), ("self_verification", "evaluation", "bad"))
 HIT_GAP = ("retrieval", "backtracking")
+RETRIEVAL_NOISE = 0.25  # probability that a recall brings up the distractor
 P_COMPANION = 0.3  # probability that a step carries a second (companion) state
 COMPANIONS = ("framing", "decomposition", "comparison", "evaluation", "summarization")  # content-neutral
 
@@ -86,12 +89,12 @@ TEMPLATES = {
     "decomposition": ("let me break this down : first the entity , then its {a} .",
                       "step by step : first find {e} , then the {a} .",
                       "first i name the entity , next i recall the {a} ."),
-    "retrieval": ("i recall that the {a} of {e} is {g} .", "from what i remember , {e} has {a} {g} .",
-                  "as far as i know the {a} of {e} is {g} ."),
+    "retrieval": ("i recall that the {a} of {e} is {b} .", "from what i remember , {e} has {a} {b} .",
+                  "as far as i know the {a} of {e} is {b} ."),
     "comparison": ("compared with {o} , whose {a} is {v} , {e} is different .",
                    "unlike {o} with {a} {v} , {e} differs .", "in contrast , {o} has {a} {v} ."),
-    "self_verification": ("let me check : is the {a} of {e} really {b} ? yes .",
-                          "let me verify that {b} is right for {e} .", "to double-check , {e} with {a} {b} makes sense ."),
+    "self_verification": ("let me check : the {a} of {e} is really {g} .",
+                          "let me verify : {g} is right for {e} .", "to double-check , {e} has {a} {g} ."),
     "evaluation": ("the most likely option for {e} is {b} .", "i would say {b} fits best .",
                    "among the candidates , {b} is the best fit ."),
     "backtracking": ("wait , that is wrong . actually the {a} of {e} is {d} .",
@@ -188,6 +191,8 @@ def render_trace(q: Question, path: list[str], rng: random.Random) -> tuple[str,
     belief, paragraphs, steps = q.gold, [], []
     for i, state in enumerate(path):
         if state == "retrieval":
+            belief = q.distractor if rng.random() < RETRIEVAL_NOISE else q.gold
+        elif state == "self_verification":
             belief = q.gold
         elif state == "backtracking":
             belief = q.distractor
