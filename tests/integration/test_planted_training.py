@@ -17,12 +17,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("openrlhf")
 pytest.importorskip("deepspeed")
 
-GOOD = [f"count/{a}->{b}" for a, b, kind in PLANTED if kind == "good"]
+GOOD, BAD = (f"count/{a}->{b}" for a, b, _ in PLANTED if a == "retrieval")
 
 
 def pooled(point: dict) -> tuple[float, float]:
-    """(good planted transitions, visits of their source states) over the samples of one evaluation."""
-    return sum(point[k][0] for k in GOOD), sum(point[k][1] for k in GOOD)
+    """(retrieval -> self_verification, retrieval -> either planted cell) over the samples of one evaluation."""
+    return point[GOOD][0], point[GOOD][0] + point[BAD][0]
 
 
 def z_two_proportions(k1: float, n1: float, k0: float, n0: float) -> float:
@@ -50,5 +50,5 @@ def test_training_makes_the_planted_good_transitions_more_frequent(result, arm):
     assert [p["step"] for p in curve] == [0, 6, 12, 18, 24]
     k0, n0 = pooled(curve[0])
     k1, n1 = pooled(curve[-1])
-    assert n0 > 100 and n1 > 100
+    assert n0 > 50 and n1 > 50
     assert z_two_proportions(k1, n1, k0, n0) > 1.96, (k0 / n0, k1 / n1)

@@ -57,7 +57,7 @@ class PlantedConfig:
     kto_epochs: int = 3
     batch_size: int = 16
     micro_batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = 2e-4
     beta: float = 0.1
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.5

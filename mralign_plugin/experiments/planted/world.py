@@ -23,9 +23,11 @@ Everything the experiment knows as ground truth lives here (issue 15, "The world
   with varied wording, built from phrases the rules tagger recognises, plus the content (entity, attribute,
   the value currently believed). The states act on the belief: ``retrieval`` recalls the gold, or with
   probability ``RETRIEVAL_NOISE`` the distractor (memory is imperfect); ``self_verification`` checks and
-  restores the gold; ``backtracking`` replaces the belief with the distractor. The answer is the final
-  belief. So the good cells are good *for the answer* (a check after a recall fixes a wrong recall), and a
-  correct recall followed by backtracking gives a wrong answer with the gold in the thinking: the hit gap.
+  restores the gold; ``evaluation`` weighs the options and picks the distractor with probability
+  ``EVALUATION_NOISE``; ``backtracking`` replaces the belief with the distractor. The answer is the final
+  belief. So every planted cell acts on the answer: a check after a recall fixes a wrong recall, concluding
+  right after a check keeps the checked gold, weighing options after a check can lose it, and a correct
+  recall followed by backtracking gives a wrong answer with the gold in the thinking: the hit gap.
 * **Text.** Lower-case words separated by single spaces, paragraphs by `` \\n\\n ``: the exact form a word-level
   tokenizer decodes back to, so sampled text and planted text are read by the same code.
 
@@ -71,6 +73,7 @@ PLANTED = (("retrieval", "self_verification", "good"), ("self_verification", "su
            ("retrieval", "backtracking", "bad"), ("self_verification", "evaluation", "bad"))
 HIT_GAP = ("retrieval", "backtracking")
 RETRIEVAL_NOISE = 0.25  # probability that a recall brings up the distractor
+EVALUATION_NOISE = 0.3  # probability that weighing the options picks the distractor
 P_COMPANION = 0.3  # probability that a step carries a second (companion) state
 COMPANIONS = ("framing", "decomposition", "comparison", "evaluation", "summarization")  # content-neutral
 
@@ -194,7 +197,7 @@ def render_trace(q: Question, path: list[str], rng: random.Random) -> tuple[str,
             belief = q.distractor if rng.random() < RETRIEVAL_NOISE else q.gold
         elif state == "self_verification":
             belief = q.gold
-        elif state == "backtracking":
+        elif state == "backtracking" or (state == "evaluation" and rng.random() < EVALUATION_NOISE):
             belief = q.distractor
         text = _sentence(state, q, belief, rng)
         step = {"paragraphs": [i], "states": [state], "confidence": [round(rng.uniform(6.0, 10.0), 1)]}

@@ -66,7 +66,7 @@ def test_bad_chain_answers_wrong_more_often():
     records = world.sample_records(world.make_questions(2), 4000, seed=2)
     wrong = {lab: np.mean([not is_correct(r["response"], r["gold"]) for r in records if r["label"] is lab])
              for lab in (True, False)}
-    assert wrong[True] < 0.25 and wrong[False] > 0.35 and wrong[False] > 2 * wrong[True]
+    assert wrong[False] > wrong[True] + 0.15
 
 
 def test_vocabulary_covers_every_word_written():
