@@ -94,7 +94,7 @@ def plot_curves(curves: dict, path: str | Path) -> Path:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=80)
+    fig.savefig(out, dpi=60)
     plt.close(fig)
     return out
 
