@@ -19,6 +19,7 @@ VERB_MODULES = (
     "mralign_plugin.cli.train_kto",
     "mralign_plugin.cli.eval",
     "mralign_plugin.cli.reward",
+    "mralign_plugin.cli.experiment",
 )
 
 

@@ -8,7 +8,8 @@ Layers, bottom to top (a module may import its own layer and the layers below, n
     pipeline                                        stages over files, their shared machinery, figures
     eval
     adapters/<framework>                            one framework each; no adapter imports another
-    cli, demo                                       the verbs and the main job's orchestrator
+    demo, experiments                               the main job's orchestrator; controlled experiments
+    cli                                             the verbs
 
 Imports inside functions (the lazy ones) count as much as top-level ones.
 """
@@ -22,7 +23,7 @@ import mralign_plugin
 
 PACKAGE = Path(mralign_plugin.__file__).parent
 RANK = {"core": 0, "recipe": 1, "tiny_model": 1, "smollm2": 1, "data": 1, "annotate": 2, "reward": 3, "pipeline": 4, "eval": 5,
-        "adapters": 6, "demo": 7, "cli": 8}
+        "adapters": 6, "demo": 7, "experiments": 7, "cli": 8}
 # Units of the same rank that must not import each other (beside core, each stands alone).
 SIBLINGS_APART = {"recipe", "tiny_model", "smollm2", "data"}
 
