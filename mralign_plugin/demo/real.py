@@ -9,7 +9,6 @@ function its `mralign` verb calls, and is cached by its inputs (demo/stages.py).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -57,7 +56,7 @@ def question_turn(prompt: str | list[dict]) -> list[dict]:
 
 def expected_steps(n_rows: int, trainer: dict) -> int:
     t = trainer["train"]
-    return math.ceil(n_rows / t["batch_size"]) * t["max_epochs"]
+    return max(1, n_rows // t["batch_size"]) * t["max_epochs"]  # the trainer drops a last partial batch
 
 
 def run_trainer(argv: list[str], out: Path, total_steps: int, desc: str, progress: bool) -> list[dict]:
