@@ -62,6 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
     from mralign_plugin.demo import run_demo
     from mralign_plugin.recipe import RecipeError
 
+    if args.no_train and not args.quick:
+        print("mralign demo: error: --no-train applies to --quick only", file=sys.stderr)
+        return 2
     if args.out is None:
         args.out = "runs/demo-quick" if args.quick else "runs/demo"
     try:

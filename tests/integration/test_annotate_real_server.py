@@ -133,13 +133,13 @@ def test_smollm2_through_transformers_serve(tmp_path_factory, tmp_path):
 
     model = smollm2_path()
     src = tmp_path / "in.jsonl"
-    write_trajectories(src, 3)
+    write_trajectories(src, 2)
     out = tmp_path / "out.jsonl"
     with serve_local_model(model, tmp_path / "serve.log", extra_args=("--dtype", "bfloat16")) as server:
         cmd = annotate_command(src, out, server, Path(model))
-        cmd[cmd.index("--max-tokens") + 1] = "300"
+        cmd[cmd.index("--max-tokens") + 1] = "200"
         s = summary_of(subprocess.run(cmd, capture_output=True, text=True, timeout=1800))
-    assert s["in"] == 3 == s["annotated"] + s["rejected"]
+    assert s["in"] == 2 == s["annotated"] + s["rejected"]
     assert list(s["usage"]["structured"].values()) == ["ignored"]
     assert len(lines(out)) == s["annotated"] and len(lines(out.with_name("out.rejected.jsonl"))) == s["rejected"]
     for record in lines(out):  # whatever passed is a valid annotated record

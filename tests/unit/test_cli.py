@@ -89,7 +89,7 @@ def test_estimator_and_single_label_ablations(tmp_path):
 
 
 def test_demo_without_training_runs_on_bundled_corpus(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--no-train"]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-train"]) == 0
     out = capsys.readouterr().out
     assert "[4/5] train: skipped (--no-train)" in out
     assert "[5/5] report" in out and "most positive-typical transitions" in out
