@@ -107,8 +107,9 @@ def run_real(out: Path, config: dict, progress: bool = True) -> dict:
     few_shot = few_shot_file(g["few_shot"])
     record: dict = {"stages": {}}
 
-    def stage(name: str, title: str, settings: dict, inputs: list, outputs: list, fn):
-        _say(title)
+    def stage(name: str, title: str | None, settings: dict, inputs: list, outputs: list, fn):
+        if title:
+            _say(title)
         result = stages.run(name, settings, inputs, outputs, fn)
         record["stages"][name] = {"seconds": result["seconds"], "cached": result["cached"]}
         return result
@@ -199,10 +200,9 @@ def run_real(out: Path, config: dict, progress: bool = True) -> dict:
     for arm, title, weights in ARMS:
         argv = trainer_argv(trainer, model, train_rows, out / arm, weights, lambda_r)
         steps = expected_steps(len(rows), trainer)
-        s = stages.run(f"train_{arm}", {"argv": argv[3:]}, [train_rows, model], [out / arm],
-                       lambda argv=argv, arm=arm, steps=steps, title=title: _train_summary(
-                           run_trainer(argv, out / arm, steps, f"train {title}", progress)))
-        record["stages"][f"train_{arm}"] = {"seconds": s["seconds"], "cached": s["cached"]}
+        s = stage(f"train_{arm}", None, {"argv": argv[3:]}, [train_rows, model], [out / arm],
+                  lambda argv=argv, arm=arm, steps=steps, title=title: _train_summary(
+                      run_trainer(argv, out / arm, steps, f"train {title}", progress)))
         record["train"]["arms"][arm] = s["result"]
         _done(s, f"{title}: {s['result']['steps']} steps, last-epoch loss {s['result']['loss']:.4f}")
 
@@ -218,9 +218,8 @@ def run_real(out: Path, config: dict, progress: bool = True) -> dict:
                          few_shot=few_shot, two_phase=g["two_phase"], answer_max_tokens=ev["answer_max_tokens"],
                          n_resamples=ev["n_resamples"], progress=progress, chunk_size=ev["batch_size"])
         settings = {"eval": ev, "thinking": thinking, "few_shot": g["few_shot"], "prompt": g["prompt_template"]}
-        s = stages.run(f"eval_{key}", settings, [data / "test.jsonl", path], [run_dir],
-                       lambda cfg=cfg, run_dir=run_dir: _eval_summary(run_eval(cfg, run_dir)))
-        record["stages"][f"eval_{key}"] = {"seconds": s["seconds"], "cached": s["cached"]}
+        s = stage(f"eval_{key}", None, settings, [data / "test.jsonl", path], [run_dir],
+                  lambda cfg=cfg, run_dir=run_dir: _eval_summary(run_eval(cfg, run_dir)))
         eval_dirs[key] = run_dir
         _done(s, f"{name}: " + ", ".join(f"{m} Acc {a:.1f}" for m, a in s["result"].items()))
     record["eval_dirs"] = {k: str(v) for k, v in eval_dirs.items()}
