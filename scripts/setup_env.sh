@@ -9,6 +9,11 @@
 #
 # torch is pinned to 2.13.0 through constraints/cpu.txt for every install: an unpinned torch (or a
 # package asking for a newer one) would pull a multi-GB CUDA build. Venv path: $MRALIGN_VENV or .venv.
+#
+# A stamp in the venv ($VENV/.mralign-setup: a hash of the checkout's path, this script, setup.py,
+# pyproject.toml, constraints/ and requirements/, then the components installed) makes a rerun with the same or fewer
+# components skip pip; any change to those files, or a new component, installs again.
+# MRALIGN_SETUP_FORCE=1 always installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${MRALIGN_VENV:-.venv}"
@@ -21,6 +26,16 @@ if [ ! -x "$PY" ]; then
 fi
 # pip's exit status is kept; only the noise about unavailable local package folders is filtered.
 pip_install() { "$PY" -m pip install -q -c "$CONSTRAINTS" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
+STAMP="$VENV/.mralign-setup"
+inputs_hash=$({ echo "$PWD"; cat scripts/setup_env.sh setup.py pyproject.toml constraints/*.txt requirements/*.txt; } \
+  | sha256sum | cut -d' ' -f1)  # the checkout's path too: the editable install points at one checkout
+wanted=$(printf '%s\n' dev "$@" | sort -u)
+if [ "${MRALIGN_SETUP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(head -n1 "$STAMP")" = "$inputs_hash" ] \
+   && [ -z "$(comm -23 <(printf '%s\n' "$wanted") <(tail -n +2 "$STAMP" | sort -u))" ]; then
+  echo "[setup] up to date: $VENV has [$(echo $wanted | tr ' ' ',')] for these set-up files (MRALIGN_SETUP_FORCE=1 reinstalls)"
+  exit 0
+fi
 
 extras="dev"
 openrlhf=0
@@ -54,4 +69,8 @@ if [ "$verl" = 1 ]; then
 fi
 "$PY" -c "import torch, mralign_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
   || { echo "[setup] unexpected torch build; see constraints/cpu.txt" >&2; exit 1; }
+# Record what is installed: this run's components plus those of an earlier run for the same files.
+previous=""
+if [ -f "$STAMP" ] && [ "$(head -n1 "$STAMP")" = "$inputs_hash" ]; then previous=$(tail -n +2 "$STAMP"); fi
+{ echo "$inputs_hash"; printf '%s\n' $wanted $previous | sort -u; } > "$STAMP"
 echo "[setup] ready: $VENV (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
