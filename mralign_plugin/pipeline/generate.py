@@ -356,8 +356,8 @@ def generate_file(source: str | Path, output: str | Path, opts: GenerateOptions,
     sampling = sampling or SamplingConfig()
     if "{question}" not in opts.prompt_template:
         raise ValueError("the prompt template must contain {question}")
-    if opts.few_shot:
-        load_few_shot(opts.few_shot)  # a broken examples file stops the run here, not in a worker
+    # Loaded here, so a broken examples file stops the run before any model loads (Ray workers reload it).
+    few_shot = load_few_shot(opts.few_shot) if opts.few_shot else None
     rows = load_qa(source, split=opts.split, limit=opts.limit, name=opts.source_name)
     start = time.perf_counter()
     with ResumableOutput(output, id_key, "mralign generate") as out:
@@ -365,20 +365,20 @@ def generate_file(source: str | Path, output: str | Path, opts: GenerateOptions,
         if opts.ray:
             n_written = _generate_ray(todo, opts, sampling, out)
         else:
-            n_written = _generate_local(todo, opts, sampling, out)
+            n_written = _generate_local(todo, opts, sampling, out, few_shot)
     seconds = time.perf_counter() - start
     return {"questions": len(rows), "generated": n_written, "skipped_done": len(rows) - len(todo),
             "seconds": round(seconds, 2), "output": str(output)}
 
 
-def _generate_local(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out: ResumableOutput) -> int:
+def _generate_local(todo: list[dict], opts: GenerateOptions, sampling: SamplingConfig, out: ResumableOutput,
+                    few_shot: list[dict] | None) -> int:
     if not todo:
         return 0
     import torch
 
     torch.manual_seed(sampling.seed)
     engine = make_engine(opts.engine, opts.model, opts.dtype, opts.batch_size, sampling.seed, opts.tensor_parallel_size)
-    few_shot = load_few_shot(opts.few_shot) if opts.few_shot else None
     progress = None
     if opts.progress:
         from tqdm import tqdm
