@@ -55,8 +55,11 @@ def question_turn(prompt: str | list[dict]) -> list[dict]:
 
 
 def expected_steps(n_rows: int, trainer: dict) -> int:
+    """Optimizer steps of one arm, for the bar: each epoch drops its last partial micro-batch, and the
+    trainer's micro-step counter runs across epochs, so an accumulation window may span two epochs."""
     t = trainer["train"]
-    return max(1, n_rows // t["batch_size"]) * t["max_epochs"]  # the trainer drops a last partial batch
+    micro_batches = n_rows // t["micro_batch_size"] * t["max_epochs"]
+    return max(1, micro_batches // (t["batch_size"] // t["micro_batch_size"]))
 
 
 def run_trainer(argv: list[str], out: Path, total_steps: int, desc: str, progress: bool) -> list[dict]:
@@ -150,7 +153,7 @@ def run_real(out: Path, config: dict, progress: bool = True) -> dict:
 
     def make_labels() -> dict:
         summary = label_file(candidates, trajectories, label_opts)
-        return {k: v for k, v in summary["total"].items()}
+        return dict(summary["total"])
 
     s = stage("label", "[4/10] label: positive = thinking turns wrong into right, negative = the reverse",
               {"label": lab}, [candidates], [trajectories], make_labels)

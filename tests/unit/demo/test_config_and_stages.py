@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mralign_plugin.demo.config import DEFAULTS, load_demo_config, rejected_weight
-from mralign_plugin.demo.real import trainer_argv
+from mralign_plugin.demo.real import expected_steps, trainer_argv
 from mralign_plugin.demo.stages import Stages, fingerprint
 from mralign_plugin.recipe import RecipeError, load_recipe
 
@@ -92,3 +92,10 @@ def test_fingerprint_follows_file_contents(tmp_path):
     assert fingerprint({"x": 1}, [f]) == before
     f.write_text("b\n")
     assert fingerprint({"x": 1}, [f]) != before and fingerprint({"x": 2}, [f]) != fingerprint({"x": 1}, [f])
+
+
+def test_expected_steps_counts_windows_across_epochs():
+    # The trainer logged 16 steps for 65 rows and 17 for 70 (2 epochs, micro-batch 4, batch 8): 17 micro-batches
+    # per epoch leave a window open at the end of epoch 0 that epoch 1's first micro-batch closes.
+    assert expected_steps(65, DEFAULTS["trainer"]) == 16
+    assert expected_steps(70, DEFAULTS["trainer"]) == 17
