@@ -149,8 +149,8 @@ class ChatClient:
         self.max_backoff = max_backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.structured = structured
-        # What the endpoint does with response_format: None until the probe (auto) says used / refused / ignored.
+        # What the endpoint does with response_format: "on" / "off" as forced, else None until the probe
+        # says used / refused / ignored.
         self.structured_verdict: str | None = {"auto": None, "on": "on", "off": "off"}[structured]
         self.usage = UsageTotals()
         self._session = None
@@ -209,7 +209,7 @@ class ChatClient:
             raise
 
     async def _chat(self, body: dict, response_format: dict | None) -> ChatResult:
-        if response_format is None or self.structured == "off":
+        if response_format is None or self.structured_verdict == "off":
             return await self._post(body)
         if self.structured_verdict is None:
             async with self._probe:  # one call probes the endpoint; the others wait for its verdict
@@ -222,7 +222,7 @@ class ChatClient:
         except ChatRequestError as e:
             if not is_structured_refusal(e):
                 raise
-            if self.structured == "on":
+            if self.structured_verdict == "on":
                 raise ChatRequestError(f"{e} (the endpoint refuses response_format; use --structured auto or off)",
                                        e.status, e.body) from None
             # Honoured the probe's schema but not this one (e.g. beyond its grammar converter): plain from now on.
@@ -232,9 +232,7 @@ class ChatClient:
     async def _probe_endpoint(self) -> None:
         """Set :attr:`structured_verdict` from one short request (raises if the endpoint fails otherwise)."""
         body: dict = {"model": self.model, "messages": PROBE_MESSAGES, "temperature": 0.0,
-                      "response_format": PROBE_FORMAT}
-        if self.max_tokens is not None:
-            body["max_tokens"] = min(PROBE_MAX_TOKENS, self.max_tokens)
+                      "response_format": PROBE_FORMAT, "max_tokens": min(PROBE_MAX_TOKENS, self.max_tokens or PROBE_MAX_TOKENS)}
         self.usage.structured_probes += 1
         try:
             result = await self._post(body)
