@@ -315,7 +315,6 @@ def dense_terms(
     response_len: int,
     steps_paragraphs: Sequence[Sequence[int]],
     values: Sequence[float],
-    stop: float,
     parts: RewardParts,
     config: RewardConfig,
     n_transitions: int,
@@ -331,7 +330,8 @@ def dense_terms(
         parsed: the parsed response.
         response_len: its length in characters.
         steps_paragraphs: each step's paragraph indices (into ``parsed.paragraphs``).
-        values, stop: from :meth:`TransitionScores.step_values`.
+        values: the per-step terms of :meth:`TransitionScores.step_values` (its ``stop`` term reaches the
+            final pair through ``parts.reward``).
         parts: the scalar reward of the same rollout (``reward_parts`` with s_trans).
         config: the coefficients (γ).
         n_transitions: the chain's transition count (from :meth:`TransitionScores.score`); 0 = no chain.

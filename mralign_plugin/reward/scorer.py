@@ -107,11 +107,11 @@ class RewardScorer:
                 sample = self._prepare(response, "", label, need_paragraphs=True)
                 terminated = not sample.parsed.unterminated
                 s_trans, n_transitions = self.transition_scores.score(sample.states, terminated)
-                values, stop = self.transition_scores.step_values(sample.states, terminated)
+                values, _ = self.transition_scores.step_values(sample.states, terminated)
                 parts = self._finish(sample, s_trans)
                 paragraphs = ([step["paragraphs"] for step in sample.steps] if sample.steps is not None
                               else [[j] for j in range(len(sample.states))])
-                out.append((parts, dense_terms(sample.parsed, len(sample.response), paragraphs, values, stop, parts,
+                out.append((parts, dense_terms(sample.parsed, len(sample.response), paragraphs, values, parts,
                                                self.config, n_transitions)))
             except Exception as e:
                 out.append((self.error_parts(e), [(0, 0.0)]))

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from mralign_plugin.recipe import RecipeError, validate_keys
+from mralign_plugin.reward import CONFIG_ENV
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
 MRALIGN_KEYS = ("reward_config", "reward_url")
@@ -171,7 +172,7 @@ def build_command(config: dict) -> tuple[list[str], dict[str, str]]:
             RewardScorer(dataclasses.replace(reward, mode="transition", implicit=None))
         except Exception as e:
             raise RecipeError(f"mralign.reward_config: {path}: {e}") from None
-        env["MRALIGN_REWARD_CONFIG"] = str(path)
+        env[CONFIG_ENV] = str(path)
         url = reward_file()
     else:
         raise RecipeError("mralign: set reward_config (the reward file) or reward_url (a running serve-reward)")

@@ -23,9 +23,9 @@ import torch
 
 from mralign_plugin.adapters.openrlhf.reward_contract import reply, score_reply
 from mralign_plugin.core.reward import ERROR_PARTS
+from mralign_plugin.reward import CONFIG_ENV
 from mralign_plugin.reward.scorer import RewardScorer, load_scorer
 
-CONFIG_ENV = "MRALIGN_REWARD_CONFIG"
 logger = logging.getLogger("mralign.reward")
 
 

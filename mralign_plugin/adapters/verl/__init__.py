@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CONFIG_ENV = "MRALIGN_REWARD_CONFIG"
-VERL_VERSION = "0.9.1"  # the release this adapter was written against (read from its installed source)
+from mralign_plugin.reward import CONFIG_ENV
 
 
 def config_path() -> str:

@@ -37,7 +37,7 @@ def test_dense_terms_sit_on_segment_ends_and_sum_to_the_reward():
     s_trans, n = SCORES.score(states)
     values, stop = SCORES.step_values(states)
     parts = reward_parts(parsed, ["paris"], s_trans, 3, CONFIG)
-    pairs = dense_terms(parsed, len(RESPONSE), [[0], [1], [2]], values, stop, parts, CONFIG, n)
+    pairs = dense_terms(parsed, len(RESPONSE), [[0], [1], [2]], values, parts, CONFIG, n)
     ends = [RESPONSE.index(text) + len(text) - 1 for text in ("First.", "Second one.", "Third.")]
     assert [c for c, _ in pairs] == [*ends, len(RESPONSE) - 1]
     assert [v for _, v in pairs[:3]] == pytest.approx([0.3 * v / n for v in values], abs=1e-12)
@@ -51,10 +51,10 @@ def test_a_merged_step_lands_on_its_last_paragraph_and_no_chain_puts_all_on_the_
     values, stop = SCORES.step_values([("a",), ("b",)])
     s_trans, n = SCORES.score([("a",), ("b",)])
     parts = reward_parts(parsed, None, s_trans, 2, CONFIG)
-    pairs = dense_terms(parsed, len(RESPONSE), [[0, 1], [2]], values, stop, parts, CONFIG, n)
+    pairs = dense_terms(parsed, len(RESPONSE), [[0, 1], [2]], values, parts, CONFIG, n)
     assert pairs[0][0] == RESPONSE.index("Second one.") + len("Second one.") - 1
     no_chain = reward_parts(parse_response("no thinking"), ["x"], 0.0, 0, CONFIG)
-    assert dense_terms(parse_response("no thinking"), 11, [], [], 0.0, no_chain, CONFIG, 0) == [(10, no_chain.reward)]
+    assert dense_terms(parse_response("no thinking"), 11, [], [], no_chain, CONFIG, 0) == [(10, no_chain.reward)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -70,6 +70,6 @@ def test_the_dense_sum_is_the_scalar_reward(steps, closed, right):
     if n:
         assert (sum(values) + stop) / n == pytest.approx(s_trans, abs=1e-12)
     parts = reward_parts(parsed, ["rome" if right else "paris"], s_trans, len(states), CONFIG)
-    pairs = dense_terms(parsed, len(response), [[i] for i in range(len(states))], values, stop, parts, CONFIG, n)
+    pairs = dense_terms(parsed, len(response), [[i] for i in range(len(states))], values, parts, CONFIG, n)
     assert sum(v for _, v in pairs) == pytest.approx(parts.reward, abs=1e-12)
     assert all(0 <= c < len(response) for c, _ in pairs) and pairs[-1][0] == len(response) - 1
