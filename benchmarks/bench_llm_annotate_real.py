@@ -45,6 +45,7 @@ from mralign_plugin.annotate.annotators import Endpoint  # noqa: E402
 from mralign_plugin.annotate.client import ChatClient  # noqa: E402
 from mralign_plugin.annotate.prompts import AnnotationError, build_messages, parse_annotation, repair_messages  # noqa: E402
 from mralign_plugin.annotate.rules import tag_paragraphs  # noqa: E402
+from mralign_plugin.core.formats import read_jsonl  # noqa: E402
 from mralign_plugin.core.taxonomy import PAPER_TAXONOMY  # noqa: E402
 from mralign_plugin.data import demo_corpus_path  # noqa: E402
 from mralign_plugin.pipeline.annotate import AnnotateOptions, annotate_file, prepare, question_of  # noqa: E402
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = annotate_file(tmp / "in.jsonl", tmp / "out.jsonl", opts)
             before, before_requests = asyncio.run(strict_with_repair(server.base_url, model, jobs, messages, replies,
                                                                      args.concurrency, args.max_tokens))
-        after_records = [json.loads(line) for line in open(tmp / "out.jsonl", encoding="utf-8")]
+        after_records = read_jsonl(tmp / "out.jsonl")
     by_id = {j.record["id"]: j for j in jobs}
     n = len(jobs)
     result = {

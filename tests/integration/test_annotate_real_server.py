@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from transformers_server import serve_local_model
 
+from mralign_plugin.core.formats import read_jsonl
 from mralign_plugin.data import demo_corpus_path
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def summary_of(done: subprocess.CompletedProcess) -> dict:
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 @pytest.fixture(scope="module")
